@@ -96,7 +96,10 @@ class Settings(BaseSettings):
     mock_rate: float = Field(5.0, gt=0, description="Mock producer: tweets per second.")
     mock_drift: str | None = Field(
         None,
-        description="Mock sentiment script, e.g. 'Tesla:-0.8@60+120' (keyword:bias@start_s+duration_s; ';'-separated).",
+        description=(
+            "Mock sentiment script, e.g. 'Tesla:-0.8@60+120' "
+            "(keyword:bias@start_s+duration_s; ';'-separated)."
+        ),
     )
     replay_id_column: str = Field("id", description="Replay: id column name.")
     replay_text_column: str = Field("text", description="Replay: text column name.")
