@@ -15,3 +15,11 @@ class InvalidMessage(StreamPulseError):
 
 class EngineUnavailable(StreamPulseError):
     """A sentiment engine could not be loaded (model missing, offline, ...)."""
+
+
+class BusError(StreamPulseError):
+    """The message broker cannot be reached, or a sent message was not acknowledged."""
+
+
+class StageStopped(StreamPulseError):
+    """A stop was requested (SIGTERM/SIGINT) while a stage was waiting or retrying."""
