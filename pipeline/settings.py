@@ -172,7 +172,10 @@ class Settings(BaseSettings):
 
     @field_validator(
         "kafka_bootstrap_servers", "timescale_compress_after", "timescale_retention", "smtp_host",
-        "smtp_user", "dashboard_tz", "mock_drift", mode="before",
+        "smtp_user", "dashboard_tz", "mock_drift",
+        # An empty value (`API_KEY=` in .env, `${API_KEY:-}` in docker-compose.yml) means unset.
+        "x_bearer_token", "api_key", "smtp_password", "dashboard_password", "torch_threads",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
