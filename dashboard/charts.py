@@ -1,0 +1,205 @@
+"""Plotly figure builders: plain data in, `go.Figure` out, no Streamlit. Each figure carries a
+`uirevision` so that a live refresh with the same view keeps the user's zoom and hidden traces."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from dashboard.state import LABEL_COLOURS, to_zone
+
+LABEL_NAMES = ("negative", "neutral", "positive")
+PALETTE = qualitative.Plotly + qualitative.D3
+HEIGHT = 340
+MARGIN = dict(l=10, r=10, t=40, b=10)
+
+
+@dataclass(frozen=True)
+class KeywordTotal:
+    """One keyword's volume and count-weighted average score over a window."""
+
+    keyword: str
+    n: int
+    n_neg: int
+    n_neu: int
+    n_pos: int
+    avg_score: float | None
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """An alert threshold to draw on the trend chart (an enabled `avg_score_below` rule)."""
+
+    value: float
+    keyword: str | None  # None: the rule applies to every keyword
+    rule_id: int | None = None
+
+
+def keyword_colours(keywords: Iterable[str]) -> dict[str, str]:
+    """A colour per keyword, assigned in sorted order so a keyword keeps its colour across charts."""
+    ordered = sorted({k for k in keywords}, key=str.casefold)
+    return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(ordered)}
+
+
+def totals(trend) -> list[KeywordTotal]:
+    """Per-keyword totals from a `db.queries.Trend` (its buckets are count-weighted already)."""
+    result = []
+    for keyword, points in trend.series.items():
+        n = sum(p.n for p in points)
+        weighted = sum(p.avg_score * p.n for p in points if p.avg_score is not None)
+        scored = sum(p.n for p in points if p.avg_score is not None)
+        result.append(KeywordTotal(
+            keyword=keyword, n=n, n_neg=sum(p.n_neg for p in points), n_neu=sum(p.n_neu for p in points),
+            n_pos=sum(p.n_pos for p in points), avg_score=(weighted / scored) if scored else None,
+        ))
+    return result
+
+
+def _local(moments: Sequence[datetime], zone: str) -> list[datetime]:
+    # Plotly.js drops UTC offsets and plots wall-clock time, so hand it naive times in the chosen zone.
+    return [to_zone(m, zone).replace(tzinfo=None) for m in moments]
+
+
+def _layout(fig: go.Figure, *, title: str, revision: str, zone: str | None = None, **extra) -> go.Figure:
+    fig.update_layout(
+        title=dict(text=title, x=0, xanchor="left", font=dict(size=15)),
+        height=HEIGHT, margin=MARGIN, uirevision=revision,
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+        hovermode="x unified" if zone else "closest",
+        **extra,
+    )
+    if zone:
+        fig.update_xaxes(title_text=f"time ({zone})")
+    return fig
+
+
+def _empty_note(fig: go.Figure, text: str) -> None:
+    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                       font=dict(size=14, color="#666"))
+
+
+def trend_figure(trend, *, zone: str, thresholds: Sequence[Threshold] = (), revision: str,
+                 colours: dict[str, str] | None = None) -> go.Figure:
+    """Average score per bucket, a line per keyword, with the alert thresholds as dashed lines."""
+    colours = colours or keyword_colours(trend.series)
+    fig = go.Figure()
+    any_points = False
+    for keyword, points in trend.series.items():
+        xs = _local([p.bucket for p in points], zone)
+        ys = [None if p.avg_score is None else round(p.avg_score, 4) for p in points]
+        any_points = any_points or any(y is not None for y in ys)
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, name=keyword, mode="lines+markers", connectgaps=False,
+            line=dict(color=colours.get(keyword), width=2), marker=dict(size=4),
+            customdata=[p.n for p in points],
+            hovertemplate=f"{keyword}: %{{y:+.3f}} (%{{customdata}} tweets)<extra></extra>",
+        ))
+    selected = set(trend.series)
+    for t in thresholds:
+        if t.keyword is not None and t.keyword not in selected:
+            continue
+        who = "every keyword" if t.keyword is None else t.keyword
+        fig.add_hline(
+            y=t.value, line=dict(color=colours.get(t.keyword, "#d62728") if t.keyword else "#d62728",
+                                 dash="dash", width=1.5),
+            annotation_text=f"alert below {t.value:+.2f} ({who})", annotation_position="bottom left",
+            annotation_font=dict(size=11, color="#d62728"),
+        )
+    if not any_points:
+        _empty_note(fig, "No tweets in this window")
+    fig.update_yaxes(range=[-1.05, 1.05], title_text="average score", zeroline=True,
+                     zerolinecolor="#bbb")
+    return _layout(fig, title="Sentiment trend", revision=revision, zone=zone)
+
+
+def volume_figure(trend, *, zone: str, revision: str) -> go.Figure:
+    """Tweets per bucket, all selected keywords together, stacked by label."""
+    buckets: dict[datetime, list[int]] = {}
+    for points in trend.series.values():
+        for p in points:
+            row = buckets.setdefault(p.bucket, [0, 0, 0])
+            row[0] += p.n_neg
+            row[1] += p.n_neu
+            row[2] += p.n_pos
+    order = sorted(buckets)
+    xs = _local(order, zone)
+    fig = go.Figure()
+    for i, label in enumerate(LABEL_NAMES):
+        fig.add_trace(go.Bar(
+            x=xs, y=[buckets[b][i] for b in order], name=label, marker_color=LABEL_COLOURS[label],
+            hovertemplate=f"{label}: %{{y}}<extra></extra>",
+        ))
+    if not any(sum(v) for v in buckets.values()):
+        _empty_note(fig, "No tweets in this window")
+    fig.update_yaxes(title_text=f"tweets per {_bucket_words(trend.bucket_seconds)}", rangemode="tozero")
+    return _layout(fig, title="Volume by label", revision=revision, zone=zone, barmode="stack", bargap=0.1)
+
+
+def label_figure(summary, *, revision: str) -> go.Figure:
+    """Negative / neutral / positive shares of the window."""
+    values = [summary.n_neg, summary.n_neu, summary.n_pos]
+    fig = go.Figure(go.Pie(
+        labels=list(LABEL_NAMES), values=values, hole=0.5, sort=False, direction="clockwise",
+        marker=dict(colors=[LABEL_COLOURS[label] for label in LABEL_NAMES]),
+        textinfo="percent", hovertemplate="%{label}: %{value} tweets (%{percent})<extra></extra>",
+    ))
+    if not sum(values):
+        _empty_note(fig, "No tweets in this window")
+    else:
+        fig.add_annotation(text=f"{summary.n:,}<br>tweets", showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper", font=dict(size=14))
+    return _layout(fig, title="Label distribution", revision=revision)
+
+
+def comparison_figure(items: Sequence[KeywordTotal], *, selected: Iterable[str], revision: str,
+                      colours: dict[str, str] | None = None) -> go.Figure:
+    """Share of voice and average score per keyword; the selected keywords stand out."""
+    chosen = set(selected)
+    rows = sorted((t for t in items if t.n), key=lambda t: -t.n)
+    colours = colours or keyword_colours(t.keyword for t in items)
+    total = sum(t.n for t in rows)
+    names = [t.keyword for t in rows]
+    opacity = [1.0 if t.keyword in chosen else 0.4 for t in rows]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Share of voice", "Average score"),
+                        horizontal_spacing=0.18)
+    fig.add_trace(go.Bar(
+        y=names, x=[round(100 * t.n / total, 2) if total else 0 for t in rows], orientation="h",
+        name="share of voice", marker=dict(color=[colours.get(k) for k in names], opacity=opacity),
+        customdata=[t.n for t in rows],
+        hovertemplate="%{y}: %{x:.1f} % (%{customdata} tweets)<extra></extra>",
+    ), row=1, col=1)
+    scores = [t.avg_score for t in rows]
+    fig.add_trace(go.Bar(
+        y=names, x=[None if s is None else round(s, 4) for s in scores], orientation="h", name="avg score",
+        marker=dict(color=[_score_colour(s) for s in scores], opacity=opacity),
+        hovertemplate="%{y}: %{x:+.3f}<extra></extra>",
+    ), row=1, col=2)
+    fig.update_xaxes(title_text="% of tweets", row=1, col=1, rangemode="tozero")
+    fig.update_xaxes(title_text="average score", range=[-1, 1], row=1, col=2)
+    fig.update_yaxes(autorange="reversed")
+    if not rows:
+        _empty_note(fig, "No tweets in this window")
+    return _layout(fig, title="Keyword comparison", revision=revision, showlegend=False)
+
+
+def _score_colour(score: float | None) -> str:
+    if score is None:
+        return "#cccccc"
+    if score <= -0.05:
+        return LABEL_COLOURS["negative"]
+    if score >= 0.05:
+        return LABEL_COLOURS["positive"]
+    return LABEL_COLOURS["neutral"]
+
+
+def _bucket_words(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return "hour" if seconds == 3600 else f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return "minute" if seconds == 60 else f"{seconds // 60} min"
+    return f"{seconds} s"
