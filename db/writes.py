@@ -334,3 +334,12 @@ def seed_keywords(db: Database, keywords: list[str]) -> None:
             # No conflict target: the unique index on lower(keyword) is what usually fires.
             stmt = _insert(db, schema.tracked_keywords).values(keyword=name, added_at=now)
             conn.execute(stmt.on_conflict_do_nothing())
+
+
+def mark_dead_letters_replayed(db: Database, seqs: Sequence[int]) -> None:
+    """Stamp dead letters as replayed (`python -m pipeline dead-letters replay` sent them back)."""
+    if not seqs:
+        return
+    D = schema.dead_letters
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(D).where(D.c.seq.in_(list(seqs))).values(replayed_at=datetime.now(UTC)))
