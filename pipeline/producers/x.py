@@ -217,6 +217,7 @@ class XProducer:
         log.warning("X producer paused (%s) until %s: %s", pause.reason, _iso(pause.until), pause.detail)
         if first and self.fallback is not None and pause.reason in ("rate_limited", "unavailable"):
             log.warning("X_FALLBACK_TO_MOCK=true: producing mock tweets (source=mock) meanwhile")
+            self._mock_last = self.clock()
         self.beat(force=True)
 
     def _resume(self) -> None:
@@ -477,7 +478,7 @@ class XProducer:
     # --- the loop ------------------------------------------------------------------------------
     def _wait_until(self, deadline: float) -> None:
         """Sleep until `deadline` (or stop), beating and filling in mock tweets meanwhile."""
-        step = 1.0 if self.fallback is not None else self.settings.heartbeat_interval_seconds
+        step = 0.5 if self.fallback is not None else self.settings.heartbeat_interval_seconds
         while not self.stop.is_set():
             left = deadline - self.clock()
             if left <= 0:
