@@ -1,0 +1,177 @@
+"""The FastAPI app. `uvicorn api.main:app` works: importing this module reads no settings; they are
+read in the lifespan (or passed to `create_app(settings)` by tests and `pipeline run`).
+
+Lifespan: settings -> open the database (when it is down, requests answer 503 with the reason while a
+background task retries with backoff) -> the WebSocket notifier and sentiment hub -> the alert
+evaluator (when ALERTS_ENABLED and api/alerts/evaluator.py exists). Shutdown stops them in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from anyio import to_thread
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api import errors
+from api.metrics import ApiMetrics, LatencyMiddleware
+from api.state import AppState
+from pipeline.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Real-time tweet sentiment: latest tweets, trends, summaries, keyword counts, alert
+rules and events, plus live WebSocket feeds (`/ws/tweets`, `/ws/sentiment`).
+
+Writes need the `X-API-Key` header when `API_KEY` is set (reads too with `API_READ_REQUIRES_KEY`).
+Bad parameters answer 422 with a readable `detail`; a database that is down answers 503."""
+
+TAGS = [
+    {"name": "tweets", "description": "Stored, scored tweets."},
+    {"name": "sentiment", "description": "Aggregates: trend, summary, counts."},
+    {"name": "keywords", "description": "Tracked keywords."},
+    {"name": "alerts", "description": "Alert rules and fired events."},
+    {"name": "ops", "description": "Health and Prometheus metrics."},
+    {"name": "live", "description": "WebSocket feeds (not listed in OpenAPI: see the README)."},
+]
+
+
+async def _open_database(state: AppState, database: Any | None) -> bool:
+    if database is not None:
+        state.db = database
+        state.db_error = None
+        return True
+    from db.database import open_database
+
+    try:
+        state.db = await to_thread.run_sync(lambda: open_database(state.settings))
+    except Exception as exc:  # noqa: BLE001 - any failure to connect: serve 503s and retry
+        state.db_error = (
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+        )
+        return False
+    state.db_error = None
+    return True
+
+
+async def _connect_with_backoff(state: AppState, database: Any | None) -> None:
+    settings = state.settings
+    delay = settings.retry_initial_backoff_seconds
+    while not state.stop.is_set():
+        if await _open_database(state, database):
+            await _start_consumers(state)
+            return
+        logger.warning("database unreachable (%s); retrying in %.1fs", state.db_error, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.stop.wait(), delay)
+        delay = min(delay * 2, settings.retry_max_backoff_seconds)
+
+
+async def _start_consumers(state: AppState) -> None:
+    from api.notifier import SentimentHub, TweetNotifier
+
+    logger.info("API using database %s (mode=%s)", state.db.safe_url(), state.db.mode)
+    notifier = TweetNotifier(state.db, state.settings, state.metrics)
+    await notifier.start()
+    hub = SentimentHub(state.db, state.settings, notifier, state.metrics)
+    await hub.start()
+    state.notifier, state.sentiment_hub = notifier, hub
+    if state.settings.alerts_enabled:
+        _start_evaluator(state)
+
+
+def _start_evaluator(state: AppState) -> None:
+    try:
+        from api.alerts.evaluator import AlertEvaluator, run_in_background
+    except ImportError as exc:
+        logger.warning("ALERTS_ENABLED but the alert evaluator is not available (%s); no alerts run", exc)
+        return
+    state.evaluator = AlertEvaluator(state.settings, state.db)
+    task = asyncio.create_task(run_in_background(state.evaluator, state.stop), name="alert-evaluator")
+    state.tasks.append(task)
+    logger.info("alert evaluator started (every %.0fs)", state.settings.alert_check_interval_seconds)
+
+
+async def _shutdown(state: AppState) -> None:
+    state.stop.set()
+    for task in state.tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 10.0)
+    for component in (state.sentiment_hub, state.notifier):
+        if component is not None:
+            await component.stop()
+
+
+def create_app(settings: Settings | None = None, *, database: Any | None = None) -> FastAPI:
+    """Build the app. Settings default to `get_settings()` read when the app starts, not now."""
+    metrics = ApiMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = AppState(settings=settings or get_settings(), metrics=metrics)
+        app.state.sp = state
+        connector = asyncio.create_task(_connect_with_backoff(state, database), name="db-connect")
+        state.tasks.append(connector)
+        # Give a reachable database a moment so the first requests do not see 503 "connecting".
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(connector), 15.0)
+        try:
+            yield
+        finally:
+            await _shutdown(state)
+
+    app = FastAPI(
+        title="StreamPulse API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    app.add_middleware(_SettingsCors)
+    app.add_middleware(LatencyMiddleware, metrics=metrics)
+    errors.install(app)
+
+    from api.routes import alert_rules, health, keywords, sentiment, tweets, ws
+
+    for module in (tweets, sentiment, keywords, alert_rules, health, ws):
+        app.include_router(module.router)
+    return app
+
+
+class _SettingsCors:
+    """CORS from CORS_ORIGINS. Settings are read in the lifespan, after the middleware stack is
+    built, so the CORSMiddleware is made on the first HTTP request from the app's settings."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._target: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._target is None:
+            self._target = self._build(scope["app"].state.sp.settings)
+        await self._target(scope, receive, send)
+
+    def _build(self, settings: Settings) -> Any:
+        origins = list(settings.cors_origins)
+        if not origins:
+            return self.app
+        # Credentials only with an explicit origin list (Settings refuses '*').
+        return CORSMiddleware(
+            self.app,
+            allow_origins=origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            allow_headers=["Content-Type", "X-API-Key"],
+        )
+
+
+app = create_app()

@@ -1,0 +1,27 @@
+"""Shared route helpers: documented error responses and a thread hop for query-layer calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from api.schemas import Message, ValidationProblem
+
+T = TypeVar("T")
+
+READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": Message, "description": "API key missing or wrong (only when reads require one)."},
+    422: {"model": ValidationProblem, "description": "A parameter is invalid; `detail` says which and why."},
+    503: {"model": Message, "description": "The database is unreachable; retry later."},
+}
+WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **READ_RESPONSES,
+    401: {"model": Message, "description": "X-API-Key header missing or wrong (API_KEY is set)."},
+}
+
+
+async def call_db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a blocking query-layer function in the worker thread pool (never on the event loop)."""
+    return await run_in_threadpool(fn, *args, **kwargs)

@@ -1,0 +1,128 @@
+"""Test support: a real uvicorn server on a free port in a thread, and replayed airline tweets."""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvicorn
+
+from pipeline.contracts import AnalyzedTweet, RawTweet
+from tests.fixtures.postgres import free_port
+
+AIRLINES = ["Virgin America", "United", "Southwest", "Delta", "US Airways", "American"]
+
+
+def read_airline_csv(path: Path, limit: int | None = None) -> list[RawTweet]:
+    """The airline CSV as a replayer reads it: multi-line texts, -08:00 offsets, gold labels."""
+    out: list[RawTweet] = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out.append(
+                RawTweet(
+                    id=row["id"],
+                    text=row["text"],
+                    created_at=row["created_at"],
+                    keyword=row["keyword"],
+                    source="replay",
+                    gold_label=row["label"] or None,
+                    lang="en",
+                )
+            )
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
+def score(raw: list[RawTweet]) -> list[AnalyzedTweet]:
+    """Scored with the real offline engine (VADER), as the processor would."""
+    from pipeline.engines.vader import VaderEngine
+
+    engine = VaderEngine()
+    now = datetime.now(UTC)
+    results = engine.classify([t.text for t in raw])
+    return [
+        AnalyzedTweet(
+            **t.model_dump(),
+            label=s.label,
+            p_neg=s.p_neg,
+            p_neu=s.p_neu,
+            p_pos=s.p_pos,
+            score=s.score,
+            engine=engine.name,
+            processed_at=now,
+        )
+        for t, s in zip(raw, results, strict=True)
+    ]
+
+
+class LiveServer:
+    """uvicorn.Server running `create_app(settings)` in a background thread."""
+
+    def __init__(self, settings, *, database=None) -> None:
+        from api.main import create_app
+
+        self.port = free_port()
+        self.app = create_app(settings, database=database)
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            ws_ping_interval=settings.ws_ping_seconds,
+            ws_ping_timeout=settings.ws_ping_seconds,
+            timeout_graceful_shutdown=3,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def state(self):
+        return self.app.state.sp
+
+    def start(self, timeout: float = 30.0) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@contextmanager
+def live_server(settings, *, database=None) -> Iterator[LiveServer]:
+    server = LiveServer(settings, database=database).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
