@@ -168,7 +168,7 @@ def _epoch_bucket(db: Database, column: sa.ColumnElement, step: int) -> sa.Colum
     """Start of the `step`-second bucket (seconds since the epoch, UTC) a timestamp falls in."""
     if db.is_sqlite:
         seconds = sa.cast(sa.func.strftime("%s", column), sa.Integer)
-        return (seconds / step) * step  # integer division in SQLite
+        return (seconds // step) * step  # SQLAlchemy renders // as integer division
     seconds = sa.extract("epoch", column)
     return sa.cast(sa.func.floor(seconds / step) * step, sa.BigInteger)
 

@@ -330,9 +330,11 @@ def seed_keywords(db: Database, keywords: list[str]) -> None:
         return
     now = datetime.now(UTC)
     with db.engine.begin() as conn:
-        for name in names:
-            # No conflict target: the unique index on lower(keyword) is what usually fires.
-            stmt = _insert(db, schema.tracked_keywords).values(keyword=name, added_at=now)
+        for i, name in enumerate(names):
+            # No conflict target: the unique index on lower(keyword) is what usually fires. The
+            # microsecond steps keep the configured order when listing by added_at.
+            stmt = _insert(db, schema.tracked_keywords).values(
+                keyword=name, added_at=now + timedelta(microseconds=i))
             conn.execute(stmt.on_conflict_do_nothing())
 
 
