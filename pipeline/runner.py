@@ -1,0 +1,251 @@
+"""`python -m pipeline run`: the whole product in one process.
+
+The producer, processor, ingestor and alert evaluator run as threads over one bus (the embedded
+in-process bus and SQLite by default, Kafka when KAFKA_BOOTSTRAP_SERVERS is set) and one database;
+unless --no-ui the API (uvicorn) and the dashboard (streamlit) run as child processes.
+
+Ctrl-C (or SIGTERM) stops the producer first, gives the processor and ingestor a few seconds to
+drain what is already on the bus (on the embedded bus that backlog lives in memory only), then stops
+them after their current batch, then the children. With --exit-when-done a replay ends by itself
+once the file is played and everything from it is stored (or dead-lettered).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.bus import make_bus
+from pipeline.bus.base import Bus
+from pipeline.bus.memory import MemoryBus
+from pipeline.errors import StageStopped
+from pipeline.ingestor import Ingestor
+from pipeline.processor import Processor
+from pipeline.settings import Settings
+from pipeline.stage import describe, open_db
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+DRAIN_SECONDS = 10.0
+
+
+def say(line: str) -> None:
+    """CLI output for the person at the terminal (logs go to stderr)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+@dataclass
+class StageThread:
+    name: str
+    target: Callable[[], Any]
+    thread: threading.Thread | None = None
+    error: BaseException | None = None
+    result: Any = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        def body() -> None:
+            try:
+                self.result = self.target()
+            except StageStopped:
+                pass
+            except BaseException as exc:  # reported by the runner, which stops the rest
+                self.error = exc
+                logger.exception("%s failed: %s", self.name, describe(exc))
+            finally:
+                self.done.set()
+
+        self.thread = threading.Thread(target=body, name=self.name, daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float) -> bool:
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return self.done.is_set()
+
+
+def producer_target(settings: Settings, *, source: str, bus: Bus, db: Any, stop: threading.Event,
+                    file: str | None, speed: str | None, retime: bool,
+                    keywords: list[str] | None) -> Callable[[], Any]:
+    """The producer for --source, imported only when chosen (x needs tweepy and a token)."""
+    if source == "mock":
+        from pipeline.producers.mock import run_mock_producer
+
+        return lambda: run_mock_producer(settings, bus=bus, db=db, stop=stop, keywords=keywords)
+    if source == "replay":
+        from pipeline.errors import ConfigError
+        from pipeline.producers.replay import run_replay_producer
+
+        if not file:
+            raise ConfigError("--source replay needs --file PATH (a .csv or .jsonl export)")
+        return lambda: run_replay_producer(settings, bus=bus, db=db, stop=stop, file=file,
+                                           speed=speed or "max", retime=retime, keywords=keywords)
+    if source == "x":
+        from pipeline.producers.x import run_x_producer
+
+        return lambda: run_x_producer(settings, bus=bus, db=db, stop=stop, keywords=keywords)
+    from pipeline.errors import ConfigError
+
+    raise ConfigError(f"unknown --source {source!r} (mock, replay or x)")
+
+
+def evaluator_target(settings: Settings, db: Any, stop: threading.Event) -> Callable[[], Any] | None:
+    if not settings.alerts_enabled:
+        logger.info("alerts disabled (ALERTS_ENABLED=false)")
+        return None
+    try:
+        from api.alerts.evaluator import AlertEvaluator
+    except ImportError as exc:
+        logger.warning("alert evaluator not available (%s); running without alerts", exc)
+        return None
+    evaluator = AlertEvaluator(settings, db)
+    return lambda: evaluator.run(stop)
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["DATABASE_URL"] = settings.database_url  # the children must read the same database
+    if settings.kafka_bootstrap_servers:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = settings.kafka_bootstrap_servers
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def start_ui(settings: Settings) -> list[tuple[str, subprocess.Popen]]:
+    """The API and the dashboard as child processes (each skipped with a warning if not present)."""
+    children: list[tuple[str, subprocess.Popen]] = []
+    env = _child_env(settings)
+    if (ROOT / "api" / "main.py").exists():
+        cmd = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", settings.api_host,
+               "--port", str(settings.api_port)]
+        children.append(("api", subprocess.Popen(cmd, cwd=ROOT, env=env)))
+    else:
+        logger.warning("api/main.py not found; the API is not started")
+    app = ROOT / "dashboard" / "app.py"
+    if app.exists():
+        cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port",
+               str(settings.dashboard_port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false"]
+        children.append(("dashboard", subprocess.Popen(cmd, cwd=ROOT, env=env)))
+    else:
+        logger.warning("dashboard/app.py not found; the dashboard is not started")
+    return children
+
+
+def stop_children(children: list[tuple[str, subprocess.Popen]]) -> None:
+    for _, proc in children:
+        if proc.poll() is None:
+            proc.terminate()
+    for name, proc in children:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop in 10 s; killing it", name)
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+class Runner:
+    def __init__(self, settings: Settings, *, source: str = "mock", file: str | None = None,
+                 speed: str | None = None, retime: bool = False, keywords: list[str] | None = None,
+                 ui: bool = True, exit_when_done: bool = False, bus: Bus | None = None,
+                 db: Any = None) -> None:
+        self.settings = settings
+        self.source = source
+        self.file = file
+        self.speed = speed
+        self.retime = retime
+        self.keywords = keywords
+        self.ui = ui
+        self.exit_when_done = exit_when_done
+        self.bus = bus
+        self.db = db
+        self.producer_stop = threading.Event()
+        self.stage_stop = threading.Event()
+        self.processor: Processor | None = None
+        self.ingestor: Ingestor | None = None
+
+    def all_stored(self, producer: StageThread) -> bool:
+        """True once the producer is done and everything it sent went through both stages."""
+        if not producer.done.is_set() or self.processor is None or self.ingestor is None:
+            return False
+        s = self.settings
+        if isinstance(self.bus, MemoryBus):
+            return (self.bus.lag(s.raw_topic, self.processor.group_id) == 0
+                    and self.bus.lag(s.analyzed_topic, self.ingestor.group_id) == 0)
+        pm, im = self.processor.monitor, self.ingestor.monitor
+        if pm is None or im is None:
+            return False
+        sent = producer.result or 0
+        processed = pm.total + pm.failed
+        return processed >= sent and im.total + im.failed >= processed
+
+    def run(self, stop: threading.Event) -> int:
+        s = self.settings
+        db = self.db = self.db or open_db(s, stop)
+        bus = self.bus = self.bus or make_bus(s)
+        producer = StageThread(f"producer-{self.source}", producer_target(
+            s, source=self.source, bus=bus, db=db, stop=self.producer_stop, file=self.file, speed=self.speed,
+            retime=self.retime, keywords=self.keywords))
+        self.processor = Processor(s, bus=bus, db=db)
+        self.ingestor = Ingestor(s, bus=bus, db=db)
+        stages = [StageThread("processor", lambda: self.processor.run(self.stage_stop)),
+                  StageThread("ingestor", lambda: self.ingestor.run(self.stage_stop))]
+        evaluator = evaluator_target(s, db, self.stage_stop)
+        if evaluator is not None:
+            stages.append(StageThread("alert-evaluator", evaluator))
+        for stage in stages:
+            stage.start()
+        producer.start()
+        children = start_ui(s) if self.ui else []
+        where = "embedded bus + " if isinstance(bus, MemoryBus) else f"Kafka {s.kafka_bootstrap_servers} + "
+        say(f"StreamPulse running ({where}{db.mode}, source {self.source}). Ctrl-C to stop.")
+        if self.ui:
+            say(f"  Dashboard: http://localhost:{s.dashboard_port}")
+            say(f"  API:       http://{s.api_host}:{s.api_port}  (docs at /docs)")
+        failed = False
+        try:
+            while not stop.is_set():
+                if any(t.done.is_set() for t in stages) or producer.error is not None:
+                    failed = True
+                    logger.error("a stage stopped unexpectedly; stopping everything")
+                    break
+                if self.exit_when_done and self.all_stored(producer):
+                    logger.info("replay done and everything stored; stopping")
+                    break
+                for name, proc in children:
+                    if proc.poll() is not None and not getattr(proc, "_reported", False):
+                        proc._reported = True  # type: ignore[attr-defined]
+                        logger.warning("%s exited with code %s", name, proc.returncode)
+                stop.wait(0.2)
+        finally:
+            self.shutdown(producer, stages, children)
+        errors = [t for t in [producer, *stages] if t.error is not None]
+        return 1 if failed or errors else 0
+
+    def shutdown(self, producer: StageThread, stages: list[StageThread],
+                 children: list[tuple[str, subprocess.Popen]]) -> None:
+        logger.info("stopping: producer first")
+        self.producer_stop.set()
+        producer.join(15)
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while time.monotonic() < deadline and not all(t.done.is_set() for t in stages):
+            if self.all_stored(producer) or not producer.done.is_set():
+                break
+            time.sleep(0.1)
+        self.stage_stop.set()
+        for stage in stages:
+            if not stage.join(30):
+                logger.warning("%s did not stop within 30 s", stage.name)
+        stop_children(children)
+        logger.info("stopped")
