@@ -7,6 +7,7 @@
     dead-letters list [--limit N] [--json]
     dead-letters replay [--seq N ...] [--all]
     evaluate --file PATH --engine vader|transformer ...
+    health --stage NAME | --url URL   exit 0 when healthy (docker-compose healthchecks)
 
 Exit codes: 0 done, 1 a stage failed, 2 a setting or argument is wrong.
 """
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--limit", type=int, default=500)
 
     sub.add_parser("evaluate", help="accuracy of an engine on a labelled file (see evaluate --help)",
+                   add_help=False)
+    sub.add_parser("health", help="exit 0 when a stage's heartbeat (or a URL) is fresh (see health --help)",
                    add_help=False)
     return parser
 
@@ -189,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.evaluate import main as evaluate_main
 
         return evaluate_main(argv[1:])
+    if argv and argv[0] == "health":
+        from pipeline.health import main as health_main
+
+        return health_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = _setup(args)

@@ -1,7 +1,9 @@
 """Health checks usable as docker-compose healthchecks: exit 0 when healthy, 1 when not, one line why.
 
-    python -m pipeline.health --stage processor     # this container's heartbeat row is fresh
-    python -m pipeline.health --url http://127.0.0.1:8000/health   # an HTTP endpoint answers 2xx
+    python -m pipeline health --stage processor     # this container's heartbeat row is fresh
+    python -m pipeline health --url http://127.0.0.1:8000/health   # an HTTP endpoint answers 2xx
+
+(`python -m pipeline.health ...` is the same without the CLI in front.)
 
 A stage is healthy when a heartbeat row of that stage (`processor`, or `producer` for any of
 `producer-x`/`producer-mock`/`producer-replay`) written from THIS host (the container's hostname is
@@ -88,7 +90,7 @@ def check_url(url: str, *, timeout: float = 5.0) -> HealthResult:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="python -m pipeline.health", description=__doc__,
+    parser = parser or argparse.ArgumentParser(prog="python -m pipeline health", description=__doc__,
                                                formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--stage", help="stage name: producer, processor, ingestor (prefix match on '-')")

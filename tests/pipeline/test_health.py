@@ -106,5 +106,6 @@ def test_command_line_exit_status(db_env, sqlite_url):
     sick = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
     assert sick.returncode == 1 and sick.stdout.startswith("UNHEALTHY")
     beat(db, stage="ingestor", instance=f"ingestor@{HOST}:77")
-    well = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    via_cli = [sys.executable, "-m", "pipeline", "health", "--stage", "ingestor"]  # as compose calls it
+    well = subprocess.run(via_cli, capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
     assert well.returncode == 0 and well.stdout.startswith("OK"), well.stdout + well.stderr
