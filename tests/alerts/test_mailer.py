@@ -10,8 +10,7 @@ import pytest
 
 from api.alerts.mailer import MailDisabled, Mailer, MailError, build_message, send_test_email
 from api.alerts.rules import RecipientNotAllowed
-from tests.fixtures.postgres import free_port
-from tests.fixtures.smtp import SMTP_PASSWORD, SMTP_USER
+from tests.fixtures.smtp import SMTP_PASSWORD, SMTP_USER, free_port
 
 
 def _settings(make_settings, server, **extra):
