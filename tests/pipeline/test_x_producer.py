@@ -396,3 +396,20 @@ def test_fallback_fills_in_mock_tweets_while_rate_limited(env, fake_x):
     assert all(kw == ["Tesla"] for kw, _ in asked)
     assert bus.flushed >= 1 and bus.closed == 1  # flushed and closed on shutdown
     assert producer.pause_reason is None
+
+
+def test_default_fallback_is_the_mock_producers_generator(env, fake_x):
+    settings, db, bus, consumer = env
+    settings = settings.model_copy(update={"x_fallback_to_mock": True})
+    clock = FakeClock()
+    fake_x.handler = lambda params: (429, {"x-rate-limit-reset": str(int(clock.now) + 60)}, {})
+    producer = XProducer(settings, bus=bus, db=db, clock=clock)
+    assert producer.fallback is not None
+    assert producer.run_round().pause_reason == "rate_limited"
+    assert producer_heartbeat(db).details["fallback_active"] is True
+    clock.now += 2.0  # 2 s at MOCK_RATE=5/s
+    producer._fill_with_mock()
+    tweets = [decode_raw(r.value) for r in drain(consumer)]
+    assert len(tweets) == 10
+    assert {(t.source, t.keyword) for t in tweets} == {("mock", "Tesla")}
+    assert all(t.text.strip() for t in tweets)
