@@ -22,11 +22,18 @@ def load_airline(path) -> list:
             label = row["label"]
             # Storage tests need a label and a varied score, not a model: derive both from the gold label.
             magnitude = 0.1 + (int(row["id"]) % 89) / 100
-            tweets.append(make_tweet(
-                id=row["id"], keyword=row["keyword"], created_at=datetime.fromisoformat(row["created_at"]),
-                label=label, score=round(SCORE[label] * magnitude, 4), text=row["text"], source="replay",
-                gold_label=label,
-            ))
+            tweets.append(
+                make_tweet(
+                    id=row["id"],
+                    keyword=row["keyword"],
+                    created_at=datetime.fromisoformat(row["created_at"]),
+                    label=label,
+                    score=round(SCORE[label] * magnitude, 4),
+                    text=row["text"],
+                    source="replay",
+                    gold_label=label,
+                )
+            )
     return tweets
 
 
@@ -36,14 +43,14 @@ def test_airline_replay_and_redelivery_keep_aggregates_exact(database, airline_c
     distinct = {(t.id, t.keyword, t.created_at) for t in tweets}
     assert len(distinct) == 14_485
 
-    inserted = sum(writes.write_tweets(database, tweets[i:i + 1000]) for i in range(0, len(tweets), 1000))
+    inserted = sum(writes.write_tweets(database, tweets[i : i + 1000]) for i in range(0, len(tweets), 1000))
     assert inserted == 14_485
     assert count_tweets(database) == 14_485
 
     # Redeliver the whole stream, shuffled and in different batch sizes: nothing new, nothing counted.
     again = tweets[:]
     random.Random(7).shuffle(again)
-    redelivered = sum(writes.write_tweets(database, again[i:i + 777]) for i in range(0, len(again), 777))
+    redelivered = sum(writes.write_tweets(database, again[i : i + 777]) for i in range(0, len(again), 777))
     assert redelivered == 0
     assert count_tweets(database) == 14_485
 

@@ -24,8 +24,10 @@ def aggregate_rows(db) -> dict[tuple[datetime, str], tuple]:
     S = schema.sentiment_1m
     with db.engine.connect() as conn:
         rows = conn.execute(sa.select(S)).all()
-    return {(r.bucket, r.keyword): (r.n, r.n_neg, r.n_neu, r.n_pos, round(r.sum_score, 9),
-                                    round(r.avg_score, 9)) for r in rows}
+    return {
+        (r.bucket, r.keyword): (r.n, r.n_neg, r.n_neu, r.n_pos, round(r.sum_score, 9), round(r.avg_score, 9))
+        for r in rows
+    }
 
 
 def expected_from_raw(db) -> dict[tuple[datetime, str], tuple]:
@@ -47,9 +49,11 @@ def count_tweets(db) -> int:
 
 
 def test_write_is_idempotent_and_counts_only_new_rows(database):
-    batch = [make_tweet(id="1", created_at=T0, label="negative", score=-0.6),
-             make_tweet(id="2", created_at=T0 + timedelta(seconds=5), label="positive", score=0.4),
-             make_tweet(id="3", created_at=T0 + timedelta(minutes=1), label="neutral", score=0.0)]
+    batch = [
+        make_tweet(id="1", created_at=T0, label="negative", score=-0.6),
+        make_tweet(id="2", created_at=T0 + timedelta(seconds=5), label="positive", score=0.4),
+        make_tweet(id="3", created_at=T0 + timedelta(minutes=1), label="neutral", score=0.0),
+    ]
     assert writes.write_tweets(database, batch) == 3
     assert writes.write_tweets(database, batch) == 0
     # A batch mixing one old and one new row counts only the new one.
@@ -91,8 +95,10 @@ def test_failed_batch_stores_nothing(database):
 
 def test_offset_input_lands_in_the_utc_bucket(database):
     local = datetime.fromisoformat("2015-02-24T11:35:52-08:00")
-    writes.write_tweets(database, [make_tweet(id="570306133677760513", keyword="Virgin America",
-                                              created_at=local, label="neutral")])
+    writes.write_tweets(
+        database,
+        [make_tweet(id="570306133677760513", keyword="Virgin America", created_at=local, label="neutral")],
+    )
     utc_minute = datetime(2015, 2, 24, 19, 35, tzinfo=UTC)
     assert (utc_minute, "Virgin America") in aggregate_rows(database)
     row = queries.latest_tweets(database).data[0]
@@ -100,19 +106,27 @@ def test_offset_input_lands_in_the_utc_bucket(database):
     assert row.created_at.tzinfo is not None and row.created_at.utcoffset() == timedelta(0)
     assert row.created_at.isoformat() == "2015-02-24T19:35:52+00:00"
     assert row.ingested_at.tzinfo is not None
-    series = queries.trend(database, keywords=["virgin america"], since=utc_minute - timedelta(minutes=1),
-                           until=utc_minute + timedelta(minutes=2), bucket="1m").series["virgin america"]
+    series = queries.trend(
+        database,
+        keywords=["virgin america"],
+        since=utc_minute - timedelta(minutes=1),
+        until=utc_minute + timedelta(minutes=2),
+        bucket="1m",
+    ).series["virgin america"]
     assert [p.n for p in series] == [0, 1, 0]
     assert series[1].bucket.isoformat() == "2015-02-24T19:35:00+00:00"
 
 
-@pytest.mark.parametrize("text,stored", [
-    ("nul\x00byte", "nulbyte"),
-    ("lone \ud83d surrogate", "lone \ufffd surrogate"),
-    ("emoji 🚀🔥 and ZWJ 👩‍👩‍👧", "emoji 🚀🔥 and ZWJ 👩‍👩‍👧"),
-    ("x" * 10_000, "x" * 10_000),
-    ("tab\tnew\nline\r\\back", "tab\tnew\nline\r\\back"),
-])
+@pytest.mark.parametrize(
+    "text,stored",
+    [
+        ("nul\x00byte", "nulbyte"),
+        ("lone \ud83d surrogate", "lone \ufffd surrogate"),
+        ("emoji 🚀🔥 and ZWJ 👩‍👩‍👧", "emoji 🚀🔥 and ZWJ 👩‍👩‍👧"),
+        ("x" * 10_000, "x" * 10_000),
+        ("tab\tnew\nline\r\\back", "tab\tnew\nline\r\\back"),
+    ],
+)
 def test_hostile_text_is_stored_in_the_documented_way(database, text, stored):
     assert writes.write_tweets(database, [make_tweet(id="t", text=text, created_at=T0)]) == 1
     assert queries.latest_tweets(database).data[0].text == stored
@@ -138,8 +152,9 @@ def test_seq_increases_in_write_order(database):
 
 def test_postgres_notifies_after_commit(pg_database):
     url = make_url(pg_database.engine.url.render_as_string(hide_password=False))
-    listener = psycopg2.connect(host=url.host, port=url.port, user=url.username, password=url.password,
-                                dbname=url.database)
+    listener = psycopg2.connect(
+        host=url.host, port=url.port, user=url.username, password=url.password, dbname=url.database
+    )
     try:
         listener.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
         listener.cursor().execute(f"LISTEN {schema.NOTIFY_CHANNEL}")
@@ -150,8 +165,9 @@ def test_postgres_notifies_after_commit(pg_database):
         assert payloads == [str(queries.max_seq(pg_database))]
         # Nothing new: no notification.
         listener.notifies.clear()
-        writes.write_tweets(pg_database, [make_tweet(id=queries.latest_tweets(pg_database).data[0].id,
-                                                     created_at=T0)])
+        writes.write_tweets(
+            pg_database, [make_tweet(id=queries.latest_tweets(pg_database).data[0].id, created_at=T0)]
+        )
         assert select.select([listener], [], [], 0.3) == ([], [], [])
     finally:
         listener.close()
@@ -189,8 +205,15 @@ def test_sqlite_readers_read_while_a_write_transaction_is_open(sqlite_database, 
 
 
 def test_heartbeat_upserts(database):
-    writes.beat(database, stage="ingestor", instance="host:1", engine="vader", rate=10.5, lag=3,
-                details={"partitions": [0, 1]})
+    writes.beat(
+        database,
+        stage="ingestor",
+        instance="host:1",
+        engine="vader",
+        rate=10.5,
+        lag=3,
+        details={"partitions": [0, 1]},
+    )
     writes.beat(database, stage="ingestor", instance="host:1", engine="vader", rate=12.0, lag=0)
     writes.beat(database, stage="processor", instance="host:2")
     beats = queries.heartbeats(database)
@@ -220,8 +243,15 @@ def test_keywords_are_case_insensitively_unique(database):
 
 
 def test_dead_letters_roundtrip(database):
-    letter = DeadLetter.of(stage="processor", reason="text is empty", payload=b'{"text": ""}',
-                           topic="raw_tweets", partition=2, offset=41, key="123")
+    letter = DeadLetter.of(
+        stage="processor",
+        reason="text is empty",
+        payload=b'{"text": ""}',
+        topic="raw_tweets",
+        partition=2,
+        offset=41,
+        key="123",
+    )
     other = DeadLetter.of(stage="ingestor", reason="r", payload=b"\x00")
     writes.write_dead_letters(database, [letter, other])
     rows = queries.dead_letters(database)
