@@ -131,13 +131,13 @@ def open_db(settings: Settings, stop: threading.Event) -> Database:
 
 def collect_batch(consumer: BusConsumer, *, max_records: int, max_wait_s: float,
                   stop: threading.Event, idle_poll_s: float = 0.5) -> list[Record]:
-    """Up to `max_records` records: wait for the first (checking `stop`), then at most
-    `max_wait_s` more to fill the batch."""
-    batch: list[Record] = []
-    while not batch:
-        if stop.is_set():
-            return batch
-        batch = consumer.poll(max_records=max_records, timeout=idle_poll_s)
+    """Up to `max_records` records: wait up to `idle_poll_s` for the first (an empty batch lets the
+    caller beat and check `stop`), then at most `max_wait_s` more to fill the batch."""
+    if stop.is_set():
+        return []
+    batch = consumer.poll(max_records=max_records, timeout=idle_poll_s)
+    if not batch:
+        return batch
     deadline = time.monotonic() + max_wait_s
     while len(batch) < max_records and not stop.is_set():
         left = deadline - time.monotonic()

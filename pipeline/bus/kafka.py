@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from kafka.serializer import Serializer
 
 from pipeline.bus.base import Record
 from pipeline.errors import BusError
@@ -20,10 +21,13 @@ from pipeline.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def _key_bytes(key: str | bytes | None) -> bytes | None:
-    if key is None or isinstance(key, bytes):
-        return key
-    return key.encode("utf-8")
+class _KeySerializer(Serializer):
+    """Tweet ids (str) as UTF-8 bytes."""
+
+    def serialize(self, topic: str, headers: list, data: str | bytes | None) -> bytes | None:
+        if data is None or isinstance(data, bytes):
+            return data
+        return data.encode("utf-8")
 
 
 class KafkaBus:
@@ -75,7 +79,7 @@ class KafkaBus:
                 linger_ms=5,
                 batch_size=256 * 1024,
                 max_block_ms=max(10_000, s.kafka_request_timeout_ms),
-                key_serializer=_key_bytes,
+                key_serializer=_KeySerializer(),
             )
         except KafkaError as exc:
             raise BusError(f"cannot reach Kafka at {','.join(self.servers)}: {exc}") from exc
