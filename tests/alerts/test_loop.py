@@ -125,7 +125,8 @@ def test_cli_once_and_test_email(alert_db, write, rule, smtp_server, db_url):
     rule(db, keyword="Tesla", min_tweets=10)
     write(db, tweets("Tesla", start=datetime.now(UTC) - 2 * M, count=20, score=-0.9))
     env = {
-        **os.environ, "DATABASE_URL": db_url, "SMTP_HOST": smtp_server.host, "SMTP_PORT": str(smtp_server.port),
+        **os.environ, "DATABASE_URL": db_url, "SMTP_HOST": smtp_server.host,
+        "SMTP_PORT": str(smtp_server.port),
         "SMTP_STARTTLS": "false", "ALERT_EMAIL_TO": "ops@example.com", "KEYWORDS": "Tesla,Apple",
     }
     once = subprocess.run([sys.executable, "-m", "api.alerts", "--once"], cwd=ROOT, env=env,
