@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,6 @@ from pathlib import Path
 import uvicorn
 
 from pipeline.contracts import AnalyzedTweet, RawTweet
-from tests.fixtures.postgres import free_port
 
 AIRLINES = ["Virgin America", "United", "Southwest", "Delta", "US Airways", "American"]
 
@@ -64,10 +64,17 @@ def score(raw: list[RawTweet]) -> list[AnalyzedTweet]:
 class LiveServer:
     """uvicorn.Server running `create_app(settings)` in a background thread."""
 
-    def __init__(self, settings, *, database=None) -> None:
+    def __init__(self, settings, *, database=None, sndbuf: int | None = None) -> None:
         from api.main import create_app
 
-        self.port = free_port()
+        # Our own listening socket, so a test can cap the send buffer that accepted sockets inherit
+        # (as a slow remote peer's receive window would; loopback autotuning otherwise hides it).
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sndbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
         self.app = create_app(settings, database=database)
         config = uvicorn.Config(
             self.app,
@@ -80,7 +87,9 @@ class LiveServer:
             timeout_graceful_shutdown=3,
         )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name=f"uvicorn-{self.port}", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name=f"uvicorn-{self.port}", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -106,11 +115,12 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+        self.sock.close()
 
 
 @contextmanager
-def live_server(settings, *, database=None) -> Iterator[LiveServer]:
-    server = LiveServer(settings, database=database).start()
+def live_server(settings, *, database=None, sndbuf: int | None = None) -> Iterator[LiveServer]:
+    server = LiveServer(settings, database=database, sndbuf=sndbuf).start()
     try:
         yield server
     finally:
