@@ -130,7 +130,7 @@ def fmt_age(moment: datetime | None, *, now: datetime) -> str:
         return f"{seconds / 60:.0f} min ago"
     if seconds < 48 * 3600:
         return f"{seconds / 3600:.1f} h ago"
-    return f"{seconds / 86400:.1f} days ago"
+    return f"{seconds / 86400:,.0f} days ago"
 
 
 # --- keywords ------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class StatusLine:
 
 
 def status_line(*, heartbeats: Sequence[Any], mode: str, latest: datetime | None, now: datetime,
-                zone: str, stale_after: timedelta) -> StatusLine:
+                zone: str, stale_after: timedelta, stored_engines: Sequence[str] = ()) -> StatusLine:
     """Engine and model, DB mode, the last tweet, ingest rate, processing lag and any X rate-limit
     pause, from the stage heartbeats. A stage whose heartbeat is older than `stale_after` is named
     as silent rather than shown with stale numbers as if they were current."""
@@ -201,7 +201,13 @@ def status_line(*, heartbeats: Sequence[Any], mode: str, latest: datetime | None
     engines = sorted({h.engine for h in live if h.engine})
     if not engines:
         engines = sorted({h.engine for h in heartbeats if h.engine})
-    parts.append("engine " + (", ".join(engines) if engines else "unknown (no processor heartbeat)"))
+    if engines:
+        parts.append("engine " + ", ".join(engines))
+    elif stored_engines:
+        # No processor is running (e.g. a replayed export): say what scored the stored tweets.
+        parts.append("engine " + ", ".join(sorted(set(stored_engines))) + " (of the stored tweets)")
+    else:
+        parts.append("engine unknown (no processor heartbeat)")
     parts.append(f"DB {mode}")
     parts.append(f"last tweet {fmt_time(latest, zone)} ({fmt_age(latest, now=now)})")
 

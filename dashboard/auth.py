@@ -1,0 +1,41 @@
+"""The optional DASHBOARD_PASSWORD gate: when it is set, nothing else renders until it is given."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+import streamlit as st
+
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SESSION_KEY = "_sp_authenticated"
+
+
+def password_matches(given: str, secret: str) -> bool:
+    """Constant-time comparison, so response timing says nothing about how much of a guess was right."""
+    return hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8"))
+
+
+def require_password(settings: Settings) -> None:
+    """Return when the visitor may see the dashboard; otherwise draw the login form and stop the run."""
+    secret = settings.dashboard_password.get_secret_value() if settings.dashboard_password else ""
+    if not secret or st.session_state.get(SESSION_KEY):
+        return
+    st.title("StreamPulse")
+    with st.form("login"):
+        given = st.text_input("Password", type="password", key="_sp_password")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        if password_matches(given or "", secret):
+            st.session_state[SESSION_KEY] = True
+            # The typed password must not linger in the session state.
+            st.session_state.pop("_sp_password", None)
+            st.rerun()
+        log.warning("dashboard: wrong password given")
+        st.error("Wrong password.")
+    else:
+        st.caption("This dashboard is protected by DASHBOARD_PASSWORD.")
+    st.stop()

@@ -1,0 +1,213 @@
+"""The dashboard in a real browser: `streamlit run dashboard/app.py` on a free port over a database
+filled by replaying the real airline tweets (scored by VADER, written through db.writes), loaded in
+headless Chromium through Playwright.
+
+It checks that the Plotly charts render (SVG), hold data for the searched keyword, change when
+another keyword is typed, and that the live fragment shows tweets written while the page is open.
+A screenshot is saved to artifacts/dashboard.png (docs/dashboard.png is a copy of a current one).
+
+In CI (CI=true) a missing Chromium fails the test; elsewhere it skips with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.dashboard.conftest import ROOT, analyzed
+from tests.fixtures.postgres import free_port, unavailable
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+AIRLINES = ["United", "US Airways", "American", "Southwest", "JetBlue", "Virgin America"]
+TIMEOUT_MS = 60_000
+
+# The traces of every Plotly chart on the page: name and how many non-empty values each holds.
+CHART_DATA_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd =>
+  ({title: ((gd.layout && gd.layout.title && gd.layout.title.text) || '').replace(/<[^>]+>/g, ''),
+    traces: (gd.data || []).map(t => ({name: t.name || '',
+      values: ((t.type === 'pie' ? t.values : (t.orientation === 'h' ? t.x : t.y)) || [])
+        .filter(v => v !== null && v !== undefined)}))}))"""
+
+
+def _require_chromium() -> str:
+    if not Path(CHROMIUM).exists():
+        unavailable(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:
+        unavailable(f"playwright is not installed: {exc}")
+    return CHROMIUM
+
+
+def replay_airline_tweets(db, path: Path) -> int:
+    """Every row of the real export, scored by VADER and written in batches (duplicates skipped)."""
+    from db.writes import write_tweets
+    from pipeline.contracts import AnalyzedTweet
+    from pipeline.engines.vader import VaderEngine
+    from pipeline.text import clean_text
+
+    engine = VaderEngine()
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    now = datetime.now(UTC)
+    inserted = 0
+    for start in range(0, len(rows), 1000):
+        batch = rows[start:start + 1000]
+        scores = engine.classify([clean_text(r["text"], max_chars=10_000) for r in batch])
+        tweets = [
+            AnalyzedTweet(id=r["id"], text=r["text"], created_at=datetime.fromisoformat(r["created_at"]),
+                          keyword=r["keyword"], source="replay", gold_label=r["label"] or None,
+                          label=s.label, p_neg=s.p_neg, p_neu=s.p_neu, p_pos=s.p_pos, score=s.score,
+                          engine=engine.name, processed_at=now)
+            for r, s in zip(batch, scores, strict=True)
+        ]
+        inserted += write_tweets(db, tweets)
+    return inserted
+
+
+@pytest.fixture
+def replayed_db(make_settings, tmp_path, airline_csv):
+    from db.database import open_database
+
+    url = f"sqlite:///{tmp_path / 'replay.db'}"
+    db = open_database(make_settings(database_url=url, keywords=AIRLINES))
+    assert replay_airline_tweets(db, airline_csv) > 14_000
+    yield url, db
+    db.close()
+
+
+@pytest.fixture
+def dashboard_server(replayed_db, tmp_path):
+    url, _db = replayed_db
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "KEYWORDS": ",".join(AIRLINES), "DASHBOARD_TZ": "UTC",
+           "DASHBOARD_REFRESH_SECONDS": "2", "DASHBOARD_PASSWORD": "", "PYTHONUNBUFFERED": "1"}
+    log = (tmp_path / "streamlit.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+         "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+def _charts(page) -> dict[str, list[dict]]:
+    return {c["title"]: c["traces"] for c in page.evaluate(CHART_DATA_JS)}
+
+
+def _wait_for(page, predicate, what: str, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = _charts(page)
+        if predicate(last):
+            return last
+        page.wait_for_timeout(300)
+    raise AssertionError(f"timed out waiting for {what}; charts were {last}")
+
+
+def _trend_names(charts: dict) -> set[str]:
+    return {t["name"] for t in charts.get("Sentiment trend", []) if t["values"]}
+
+
+def _tweets_kpi(page) -> int:
+    first = page.locator('[data-testid="stMetric"]').first
+    text = first.locator('[data-testid="stMetricValue"]').inner_text()
+    return int(text.replace(",", ""))
+
+
+def _search(page, term: str) -> None:
+    box = page.get_by_role("textbox", name="Search a keyword", exact=True)
+    box.fill(term)
+    box.press("Enter")
+
+
+def test_dashboard_in_chromium(dashboard_server, replayed_db, tmp_path):
+    chromium = _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    _url, db = replayed_db
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1900})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(dashboard_server, wait_until="domcontentloaded")
+            page.wait_for_selector(".js-plotly-plot .main-svg")
+
+            # The export is from 2015: the live window is empty and the page offers the latest one.
+            page.get_by_label("Time range").click()
+            page.get_by_role("option", name="7 days").click()
+            page.get_by_role("button", name="Show the 7 days up to it").click()
+            page.get_by_role("button", name="Back to now").wait_for()
+
+            _search(page, "Southwest")
+            charts = _wait_for(page, lambda c: _trend_names(c) == {"Southwest"}, "the Southwest trend")
+            assert all(len(t["values"]) > 0 for t in charts["Volume by label"]), charts["Volume by label"]
+            assert sum(charts["Label distribution"][0]["values"]) > 2000  # Southwest has 2,420 tweets
+            page.wait_for_selector(".js-plotly-plot .main-svg .scatterlayer .trace")
+            southwest_tweets = _tweets_kpi(page)
+
+            _search(page, "Virgin America")
+            charts = _wait_for(page, lambda c: _trend_names(c) == {"Virgin America"}, "the charts to change")
+            virgin_tweets = _tweets_kpi(page)
+            assert 0 < virgin_tweets < southwest_tweets  # Virgin America has 504 tweets
+
+            # New tweets arrive while the page is open: the live fragment shows them without a reload.
+            from db.queries import latest_tweet_time
+            from db.writes import write_tweets
+
+            latest = latest_tweet_time(db, keywords=["Virgin America"])
+            fresh = [
+                analyzed(id=f"live-{i}", keyword="Virgin America", text=f"@VirginAmerica live tweet {i}",
+                         created_at=latest + timedelta(seconds=10 + i), label="negative", score=-0.9)
+                for i in range(40)
+            ]
+            assert write_tweets(db, fresh) == 40
+            deadline = time.monotonic() + 30
+            while _tweets_kpi(page) != virgin_tweets + 40:
+                assert time.monotonic() < deadline, f"KPI stayed at {_tweets_kpi(page)}"
+                page.wait_for_timeout(300)
+
+            page.wait_for_timeout(500)
+            shot = ROOT / "artifacts" / "dashboard.png"
+            shot.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+            assert shot.stat().st_size > 20_000
+        finally:
+            browser.close()
