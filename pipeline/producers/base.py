@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 FLUSH_EVERY = 2000  # messages: bounds what one failed flush has to re-send
 FLUSH_SECONDS = 0.25  # a slow stream is still delivered promptly (latency)
+KEYWORD_REFRESH_SECONDS = 5.0  # how soon a keyword added in the dashboard/API gets tweets
 
 
 class Publisher:
@@ -145,10 +146,10 @@ class TrackedKeywords:
     so keywords added at run time (dashboard, API) are picked up without a restart."""
 
     def __init__(self, settings: Settings, db: Database | None, *, fixed: Sequence[str] | None = None,
-                 refresh_seconds: float = 5.0) -> None:
+                 refresh_seconds: float | None = None) -> None:
         self.db = db
         self.fixed = dedupe_keywords(fixed) if fixed else None
-        self.refresh_seconds = refresh_seconds
+        self.refresh_seconds = KEYWORD_REFRESH_SECONDS if refresh_seconds is None else refresh_seconds
         self._current = self.fixed or dedupe_keywords(settings.keywords)
         self._read_at = float("-inf")
         if self.fixed is None and db is not None:
