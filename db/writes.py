@@ -95,6 +95,12 @@ _INSERT_RETURNING = f"""INSERT INTO tweets ({", ".join(_COLUMNS)})
     ON CONFLICT (id, keyword, created_at) DO NOTHING
     RETURNING seq, keyword, created_at, label, score"""
 
+# The batch's result, and the notification for live readers (delivered by PostgreSQL when, and only
+# if, the transaction commits; none when nothing was new).
+_RESULT = f"""SELECT n, last_seq, minutes,
+       (SELECT pg_notify('{schema.NOTIFY_CHANNEL}', last_seq::text) WHERE n > 0) IS NULL
+FROM (SELECT count(*) AS n, max(seq) AS last_seq, {{minutes}} AS minutes FROM ins) AS result"""
+
 # Plain PostgreSQL: the aggregate is upserted from exactly the rows the INSERT returned, i.e. only
 # the rows that were new, in the same statement and transaction.
 _INSERT_WITH_AGGREGATE = f"""WITH ins AS ({_INSERT_RETURNING}),
@@ -114,48 +120,53 @@ agg AS (
         sum_score = s.sum_score + excluded.sum_score,
         avg_score = (s.sum_score + excluded.sum_score) / (s.n + excluded.n)
 )
-SELECT count(*), max(seq), NULL::timestamptz[] FROM ins"""
+{_RESULT.format(minutes="NULL::timestamptz[]")}"""
 
 _INSERT_TIMESCALE = f"""WITH ins AS ({_INSERT_RETURNING})
-SELECT count(*), max(seq), array_agg(DISTINCT date_trunc('minute', created_at)) FROM ins"""
+{_RESULT.format(minutes="array_agg(DISTINCT date_trunc('minute', created_at))")}"""
 
 
-def _copy_field(value: object) -> str:
-    if value is None:
-        return r"\N"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, float):
-        return repr(value)
-    text = str(value)
-    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
-        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return text
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str | None) -> str:
+    """A text value in COPY text format (\\N is NULL; backslash, tab, newline, CR escaped)."""
+    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+
+
+def _copy_buffer(rows: list[tuple]) -> io.StringIO:
+    """The batch as COPY text; ingested_at is the same for every row, so it is formatted once."""
+    esc = _copy_text
+    ingested = rows[0][3].isoformat()
+    buf = io.StringIO()
+    buf.write("".join(
+        f"{esc(r[0])}\t{esc(r[1])}\t{r[2].isoformat()}\t{ingested}\t{esc(r[4])}\t{esc(r[5])}\t"
+        f"{esc(r[6])}\t{esc(r[7])}\t{esc(r[8])}\t{r[9]!r}\t{r[10]!r}\t{r[11]!r}\t{r[12]!r}\t{esc(r[13])}\n"
+        for r in rows
+    ))
+    buf.seek(0)
+    return buf
 
 
 def _write_postgres(db: Database, rows: list[tuple]) -> tuple[int, list[datetime]]:
-    buf = io.StringIO()
-    for row in rows:
-        buf.write("\t".join(_copy_field(v) for v in row))
-        buf.write("\n")
-    buf.seek(0)
+    buf = _copy_buffer(rows)
     sql = _INSERT_TIMESCALE if db.is_timescale else _INSERT_WITH_AGGREGATE
     raw = db.engine.raw_connection()
     try:
         cur = raw.cursor()
         try:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
-            cur.execute(_TEMP_TABLE)
+            if not raw.info.get("sp_incoming"):  # a temp table lives as long as its session
+                cur.execute(_TEMP_TABLE)
             cur.copy_expert(f"COPY sp_incoming ({', '.join(_COLUMNS)}) FROM STDIN", buf)
-            cur.execute(sql)
-            inserted, max_seq, minutes = cur.fetchone()
-            if inserted:
-                # Delivered by PostgreSQL when (and only if) the transaction commits.
-                cur.execute("SELECT pg_notify(%s, %s)", (schema.NOTIFY_CHANNEL, str(max_seq)))
+            # The lock is taken after the COPY, so concurrent writers only serialise on the insert.
+            cur.execute(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK}); {sql}")
+            inserted, _max_seq, minutes, _ = cur.fetchone()
             raw.commit()
+            raw.info["sp_incoming"] = True  # committed, so the temp table exists from now on
         finally:
             cur.close()
     except BaseException:
+        raw.info.pop("sp_incoming", None)  # a rollback may have undone CREATE TEMP TABLE too
         raw.rollback()
         raise
     finally:
