@@ -40,11 +40,20 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Tweets from the X rate-limit fallback are synthetic: they never count towards an alert.
-EXCLUDED_SOURCES = ("mock",)
 #: An email still undelivered this long after its event is given up (left 'failed' in the history).
 MAX_EMAIL_AGE = timedelta(hours=24)
 _UNTIL_EPSILON = timedelta(microseconds=1)  # queries use [since, until): include a tweet at `now`
+
+
+def excluded_sources(settings: Settings) -> tuple[str, ...]:
+    """Sources that never count towards an alert.
+
+    Mock tweets from the X producer's rate-limit fallback are synthetic and must never alert. They
+    carry source="mock" exactly like the mock producer's own tweets, so they are left out whenever
+    that fallback is enabled (X_FALLBACK_TO_MOCK=true). Without it the X producer makes no mock
+    tweets: mock tweets then come from a mock producer someone runs on purpose (`make run`, a
+    MOCK_DRIFT demo), and those count, or the demo could never show an alert."""
+    return ("mock",) if settings.x_fallback_to_mock else ()
 
 
 class AlertEvaluator:
@@ -62,6 +71,7 @@ class AlertEvaluator:
         self.settings = settings
         self.db = db
         self.interval = settings.alert_check_interval_seconds
+        self.excluded_sources = excluded_sources(settings)
         self._stop = threading.Event()
         self.mailer = mailer or Mailer(settings, sleep=self._sleep)
         # Long enough to cover an evaluation with slow SMTP; renewed before each email anyway.
@@ -131,13 +141,13 @@ class AlertEvaluator:
         until = now + _UNTIL_EPSILON
         since = until - timedelta(minutes=rule.window_minutes)
         window = WindowStats.of(queries.window_stats(
-            self.db, keyword=keyword, since=since, until=until, exclude_sources=EXCLUDED_SOURCES
+            self.db, keyword=keyword, since=since, until=until, exclude_sources=self.excluded_sources
         ))
         baseline = None
         if rule.metric in BASELINE_METRICS and window.n >= rule.min_tweets:
             baseline = WindowStats.of(queries.window_stats(
                 self.db, keyword=keyword, since=since - timedelta(minutes=rule.baseline_minutes),
-                until=since, exclude_sources=EXCLUDED_SOURCES,
+                until=since, exclude_sources=self.excluded_sources,
             ))
         decision = detection.decide(
             rule.metric, rule.threshold, window=window, baseline=baseline,
@@ -195,7 +205,7 @@ class AlertEvaluator:
             since, until = event_window(event)
             tweets = queries.most_negative(
                 self.db, keyword=event.keyword, since=since, until=until + _UNTIL_EPSILON, limit=3,
-                exclude_sources=EXCLUDED_SOURCES,
+                exclude_sources=self.excluded_sources,
             )
         message = build_event_message(event, tweets, self.settings, event.recipients)
         result = self.mailer.send(message, event.recipients)

@@ -26,7 +26,7 @@ def _burst_db(alert_db, write, server, **overrides):
 
 
 def test_negative_burst_one_email_with_the_numbers(alert_db, write, rule, evaluator, smtp_server):
-    db = _burst_db(alert_db, write, smtp_server)
+    db = _burst_db(alert_db, write, smtp_server, x_fallback_to_mock=True)
     # Tesla: 30 negative tweets in the last 3 minutes; Apple: only synthetic (mock) negatives.
     burst = tweets("Tesla", start=T0 - 3 * M, count=30, every=timedelta(seconds=6), score=-0.8,
                    text=lambda i: f"Tesla is awful, number {i}")
@@ -72,7 +72,7 @@ def test_negative_burst_one_email_with_the_numbers(alert_db, write, rule, evalua
 
 
 def test_min_tweets_gives_no_alert(alert_db, write, rule, evaluator, smtp_server):
-    db = alert_db(**smtp_server.settings())
+    db = alert_db(**smtp_server.settings(), x_fallback_to_mock=True)
     write(db, tweets("Tesla", start=T0 - 4 * M, count=19, score=-0.9))
     write(db, tweets("Tesla", start=T0 - 4 * M, count=50, score=-0.9, source="mock"))
     rule(db, keyword="Tesla", min_tweets=20)
