@@ -50,6 +50,7 @@ async def _open_database(state: AppState, database: Any | None) -> bool:
 
     try:
         state.db = await to_thread.run_sync(lambda: open_database(state.settings))
+        state.owns_db = True
     except Exception as exc:  # noqa: BLE001 - any failure to connect: serve 503s and retry
         state.db_error = (
             f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
@@ -63,26 +64,35 @@ async def _connect_with_backoff(state: AppState, database: Any | None) -> None:
     settings = state.settings
     delay = settings.retry_initial_backoff_seconds
     while not state.stop.is_set():
-        if await _open_database(state, database):
-            await _start_consumers(state)
-            return
-        logger.warning("database unreachable (%s); retrying in %.1fs", state.db_error, delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.stop.wait(), delay)
+        if state.stop.is_set():
+            return
+        if await _open_database(state, database) and await _start_consumers(state):
+            logger.info("database reachable again")
+            return
         delay = min(delay * 2, settings.retry_max_backoff_seconds)
+        logger.warning("database still unreachable (%s); next try in %.1fs", state.db_error, delay)
 
 
-async def _start_consumers(state: AppState) -> None:
+async def _start_consumers(state: AppState) -> bool:
+    """Notifier, sentiment hub and alert evaluator; False (and the DB marked down) if the DB failed."""
     from api.notifier import SentimentHub, TweetNotifier
 
     logger.info("API using database %s (mode=%s)", state.db.safe_url(), state.db.mode)
     notifier = TweetNotifier(state.db, state.settings, state.metrics)
-    await notifier.start()
+    try:
+        await notifier.start()
+    except Exception as exc:  # noqa: BLE001 - the database went away between open and start
+        state.db_error = f"{type(exc).__name__}: {exc}"[:300]
+        state.db = None
+        return False
     hub = SentimentHub(state.db, state.settings, notifier, state.metrics)
     await hub.start()
     state.notifier, state.sentiment_hub = notifier, hub
     if state.settings.alerts_enabled:
         _start_evaluator(state)
+    return True
 
 
 def _start_evaluator(state: AppState) -> None:
@@ -105,6 +115,8 @@ async def _shutdown(state: AppState) -> None:
     for component in (state.sentiment_hub, state.notifier):
         if component is not None:
             await component.stop()
+    if state.db is not None and state.owns_db:
+        await to_thread.run_sync(state.db.close)
 
 
 def create_app(settings: Settings | None = None, *, database: Any | None = None) -> FastAPI:
@@ -115,11 +127,13 @@ def create_app(settings: Settings | None = None, *, database: Any | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = AppState(settings=settings or get_settings(), metrics=metrics)
         app.state.sp = state
-        connector = asyncio.create_task(_connect_with_backoff(state, database), name="db-connect")
-        state.tasks.append(connector)
-        # Give a reachable database a moment so the first requests do not see 503 "connecting".
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(connector), 15.0)
+        # One attempt before serving, so a reachable database is ready for the first request; if it
+        # is down, serve 503s with the reason while a background task retries with backoff.
+        if not (await _open_database(state, database) and await _start_consumers(state)):
+            logger.warning(
+                "database unreachable at start-up (%s); serving 503 until it is back", state.db_error
+            )
+            state.tasks.append(asyncio.create_task(_connect_with_backoff(state, database), name="db-connect"))
         try:
             yield
         finally:

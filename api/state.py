@@ -19,6 +19,7 @@ class AppState:
     metrics: ApiMetrics
     db: Any = None  # db.database.Database once open_database succeeded
     db_error: str | None = "connecting to the database"
+    owns_db: bool = False  # opened here (closed at shutdown), not passed in by the caller
     notifier: TweetNotifier | None = None
     sentiment_hub: SentimentHub | None = None
     evaluator: Any = None

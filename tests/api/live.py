@@ -15,6 +15,7 @@ import uvicorn
 
 from pipeline.contracts import AnalyzedTweet, RawTweet
 
+ROOT = Path(__file__).resolve().parents[2]
 AIRLINES = ["Virgin America", "United", "Southwest", "Delta", "US Airways", "American"]
 
 
@@ -136,3 +137,32 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+_made = iter(range(1, 10**9))
+
+
+def make_tweet(
+    *,
+    keyword: str = "United",
+    label: str = "neutral",
+    score: float = 0.0,
+    text: str = "a tweet",
+    created_at: datetime | None = None,
+) -> AnalyzedTweet:
+    """A hand-made scored tweet (for cases where the airline data does not matter)."""
+    probs = {"negative": (0.8, 0.15, 0.05), "neutral": (0.1, 0.8, 0.1), "positive": (0.05, 0.15, 0.8)}[label]
+    return AnalyzedTweet(
+        id=f"api-test-{next(_made)}",
+        text=text,
+        created_at=created_at or datetime.now(UTC),
+        keyword=keyword,
+        source="mock",
+        label=label,
+        p_neg=probs[0],
+        p_neu=probs[1],
+        p_pos=probs[2],
+        score=score,
+        engine="test",
+        processed_at=datetime.now(UTC),
+    )
