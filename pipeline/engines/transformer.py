@@ -142,9 +142,11 @@ class TransformerEngine:
         self._tokenizer = tokenizer
         self._model = model
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # Never past what the model was trained for (tokenizers without a limit report ~1e30).
+        self.max_length = min(max_length, int(min(tokenizer.model_max_length, 1_000_000)))
         self.name = f"transformer:{model_name}{suffix}"
         logger.info("loaded %s on %s (%d threads, max %d tokens, sub-batch %d)", self.name,
-                    self.device, torch.get_num_threads(), max_length, sub_batch)
+                    self.device, torch.get_num_threads(), self.max_length, sub_batch)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransformerEngine:

@@ -281,3 +281,12 @@ def test_unreachable_hub_fails_fast_without_retries(monkeypatch, tmp_path):
     with pytest.raises(EngineUnavailable, match="unreachable"):
         TransformerEngine("streampulse-tests/no-such-model")
     assert time.monotonic() - started < 20
+
+
+def test_max_length_never_exceeds_the_models_own_limit(tiny_model_dir, make_settings):
+    # MODEL_MAX_LENGTH=512 on a model trained for 128 tokens (130 positions) must still truncate at 128.
+    engine = TransformerEngine(str(tiny_model_dir), max_length=512)
+    assert engine.max_length == MAX_LENGTH
+    [s] = engine.classify(["word " * 1000])
+    _assert_contract(s)
+    assert TransformerEngine(str(tiny_model_dir), max_length=16).max_length == 16
