@@ -173,6 +173,10 @@ class TransformerEngine:
     def _load(self, name: str) -> tuple[Any, Any]:
         from huggingface_hub import constants
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        # A stage logs lines, not terminal progress bars (they would land in the logs as \r-noise).
+        hf_logging.disable_progress_bar()
 
         local = _is_local_path(name)
         if local and not Path(name).expanduser().is_dir():
