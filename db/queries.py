@@ -169,8 +169,15 @@ def _epoch_bucket(db: Database, column: sa.ColumnElement, step: int) -> sa.Colum
     if db.is_sqlite:
         seconds = sa.cast(sa.func.strftime("%s", column), sa.Integer)
         return (seconds // step) * step  # SQLAlchemy renders // as integer division
-    seconds = sa.extract("epoch", column)
-    return sa.cast(sa.func.floor(seconds / step) * step, sa.BigInteger)
+    # date_part is float8 (EXTRACT is numeric since PostgreSQL 14: much slower to group on).
+    seconds = sa.cast(sa.func.date_part("epoch", column), sa.BigInteger)
+    return (seconds // step) * step
+
+
+def _sum_int(column: sa.ColumnElement) -> sa.ColumnElement:
+    """sum() of a per-minute count. Summed as integer: PostgreSQL's sum(bigint) accumulates in
+    numeric (slow, and Decimal in Python); sum(integer) is a bigint. Per-minute counts fit an int."""
+    return sa.func.sum(sa.cast(column, sa.Integer))
 
 
 def _avg(sum_score: float | None, n: int) -> float | None:
@@ -310,23 +317,23 @@ def trend(db: Database, *, keywords: list[str], since: datetime, until: datetime
         return Trend(bucket_seconds=step, since=start, until=until, series=series)
     b = _epoch_bucket(db, S.c.bucket, step).label("b")
     k = sa.func.lower(S.c.keyword).label("k")
+    total = [_sum_int(c) for c in (S.c.n, S.c.n_neg, S.c.n_neu, S.c.n_pos)]
     stmt = (
-        sa.select(k, b, sa.func.sum(S.c.n), sa.func.sum(S.c.n_neg), sa.func.sum(S.c.n_neu),
-                  sa.func.sum(S.c.n_pos), (sa.func.sum(S.c.sum_score) / sa.func.sum(S.c.n)).label("avg"))
+        sa.select(k, b, *total, (sa.func.sum(S.c.sum_score) / sa.cast(total[0], sa.Float)).label("avg"))
         .where(sa.func.lower(S.c.keyword).in_(list(wanted)), S.c.bucket >= start, S.c.bucket < until)
         .group_by(k, b)
     )
-    found: dict[tuple[str, int], TrendPoint] = {}
+    found: dict[str, dict[int, tuple]] = {low: {} for low in wanted}
     with db.engine.connect() as conn:
-        for kw, epoch, n, n_neg, n_neu, n_pos, avg in conn.execute(stmt):
-            found[(kw, int(epoch))] = TrendPoint(
-                bucket=datetime.fromtimestamp(int(epoch), UTC), n=int(n), n_neg=int(n_neg),
-                n_neu=int(n_neu), n_pos=int(n_pos), avg_score=float(avg) if avg is not None else None)
-    first, last = int(start.timestamp()), int(until.timestamp())
+        for kw, epoch, *counts in conn.execute(stmt):
+            found[kw][epoch] = counts  # ints and a float (or None) from the driver already
+    epochs = range(int(start.timestamp()), math.ceil(until.timestamp()), step)
+    stamps = [datetime.fromtimestamp(epoch, UTC) for epoch in epochs]  # shared by every series
     for low, original in wanted.items():
+        rows = found[low]
         series[original] = [
-            found.get((low, epoch)) or TrendPoint(datetime.fromtimestamp(epoch, UTC), 0, 0, 0, 0, None)
-            for epoch in range(first, last, step)
+            TrendPoint(stamp, *row) if (row := rows.get(epoch)) else TrendPoint(stamp, 0, 0, 0, 0, None)
+            for epoch, stamp in zip(epochs, stamps, strict=True)
         ]
     return Trend(bucket_seconds=step, since=start, until=until, series=series)
 
@@ -334,8 +341,7 @@ def trend(db: Database, *, keywords: list[str], since: datetime, until: datetime
 def _aggregate_totals(conn: sa.Connection, keywords: list[str] | None, since: datetime,
                       until: datetime) -> tuple[int, int, int, int, float | None]:
     stmt = sa.select(
-        sa.func.coalesce(sa.func.sum(S.c.n), 0), sa.func.coalesce(sa.func.sum(S.c.n_neg), 0),
-        sa.func.coalesce(sa.func.sum(S.c.n_neu), 0), sa.func.coalesce(sa.func.sum(S.c.n_pos), 0),
+        *(sa.func.coalesce(_sum_int(c), 0) for c in (S.c.n, S.c.n_neg, S.c.n_neu, S.c.n_pos)),
         sa.func.sum(S.c.sum_score),
     ).where(S.c.bucket >= since, S.c.bucket < until, *_kw_filter(S.c.keyword, keywords))
     n, n_neg, n_neu, n_pos, total = conn.execute(stmt).one()
@@ -401,7 +407,7 @@ def keyword_counts(db: Database, *, term: str, since: datetime | None = None,
             if until:
                 conditions.append(S.c.bucket < utc(until))
             columns = (S.c.n, S.c.n_neg, S.c.n_neu, S.c.n_pos)
-            stmt = sa.select(*(sa.func.coalesce(sa.func.sum(c), 0) for c in columns))
+            stmt = sa.select(*(sa.func.coalesce(_sum_int(c), 0) for c in columns))
             n, n_neg, n_neu, n_pos = conn.execute(stmt.where(*conditions)).one()
         else:
             conditions = [T.c.text.icontains(term, autoescape=True)]

@@ -134,3 +134,15 @@ def test_ping_raises_when_the_server_goes_away(throwaway_pg, make_settings):
 def test_unsupported_url_is_a_config_error(make_settings):
     with pytest.raises(ConfigError):
         open_database(make_settings(database_url="mysql://x@localhost/db"))
+
+
+def test_init_adds_indexes_missing_from_existing_tables(database):
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("DROP INDEX ix_sentiment_1m_kw_bucket")
+    init_schema(database)
+    with database.engine.connect() as conn:
+        if database.is_sqlite:
+            names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'").scalars()
+        else:
+            names = conn.exec_driver_sql("SELECT indexname FROM pg_indexes").scalars()
+        assert "ix_sentiment_1m_kw_bucket" in set(names)
