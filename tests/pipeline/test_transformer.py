@@ -290,3 +290,17 @@ def test_max_length_never_exceeds_the_models_own_limit(tiny_model_dir, make_sett
     [s] = engine.classify(["word " * 1000])
     _assert_contract(s)
     assert TransformerEngine(str(tiny_model_dir), max_length=16).max_length == 16
+
+
+def test_results_fit_the_analyzed_tweet_contract(tiny_model_dir):
+    from datetime import UTC, datetime
+
+    from pipeline.contracts import AnalyzedTweet, decode_analyzed, encode
+
+    engine = TransformerEngine(str(tiny_model_dir))
+    now = datetime.now(UTC)
+    for i, s in enumerate(engine.classify(TEXTS)):
+        row = AnalyzedTweet(id=str(i), text=TEXTS[i], created_at=now, keyword="United", source="replay",
+                            label=s.label, p_neg=s.p_neg, p_neu=s.p_neu, p_pos=s.p_pos, score=s.score,
+                            engine=engine.name, processed_at=now)
+        assert decode_analyzed(encode(row)).engine == f"transformer:{tiny_model_dir}"
