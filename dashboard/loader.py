@@ -117,7 +117,8 @@ def load_view(reader, params: ViewParams, *, now: datetime | None = None, build:
     wanted = comparison_keywords(known, selected)
     trend_all = reader.trend(keywords=wanted, since=window.since, until=window.until, bucket=bucket) \
         if wanted else None
-    trend = _subset(trend_all, selected, window)
+    # No selection means every keyword, as in the KPIs: chart the busiest ones then.
+    trend = _subset(trend_all, selected or wanted, window)
     comparison = charts.totals(trend_all) if trend_all else []
 
     count_terms = list(selected)

@@ -73,7 +73,7 @@ def render(db, settings: Settings, tracked: list[str]) -> None:
     if st.session_state.get("rule_pick") not in options:
         st.session_state["rule_pick"] = NEW
     pick = st.selectbox("Rule", options, key="rule_pick",
-                        format_func=lambda o: "➕ New rule" if o == NEW else rule_label(by_id[o]))
+                        format_func=lambda o: "New rule…" if o == NEW else rule_label(by_id[o]))
     current = by_id.get(pick)
     _form(db, settings, tracked, current)
     if current is not None:

@@ -164,10 +164,11 @@ def sidebar(settings: Settings, db, reader) -> Controls:
                         key="zone")
     custom = _custom_range(sb, zone) if range_label == "Custom" else None
 
-    choices = sorted({*state.REFRESH_CHOICES, float(settings.dashboard_refresh_seconds)})
-    refresh = sb.select_slider("Refresh every (s)", options=choices,
-                               value=float(settings.dashboard_refresh_seconds), key="refresh",
-                               format_func=lambda s: f"{s:g}")
+    configured = float(settings.dashboard_refresh_seconds)
+    choices = sorted({*state.REFRESH_CHOICES, configured})
+    refresh = sb.selectbox("Refresh every", choices, index=choices.index(configured),
+                           key="refresh", format_func=lambda s: f"{s:g} s",
+                           help="How often the live part of the page reloads its data.")
     paused = sb.toggle("Pause live updates", key="paused")
     return Controls(keywords=tuple(st.session_state["kw_select"]), term=term, range_label=range_label,
                     custom=custom, refresh=float(refresh), paused=bool(paused), zone=zone)
@@ -331,8 +332,6 @@ def _tweets(data: ViewData) -> None:
         axis=1,
     ).format({"score": "{:+.3f}"})
     st.dataframe(styled, hide_index=True, key="tweets_table", column_config={
-        "time": st.column_config.TextColumn("time", width="small"),
-        "keyword": st.column_config.TextColumn("keyword", width="small"),
         "label": st.column_config.TextColumn("label", width="small"),
         "score": st.column_config.NumberColumn("score", width="small"),
         "text": st.column_config.TextColumn("text", width="large"),

@@ -83,6 +83,11 @@ def replayed_db(make_settings, tmp_path, airline_csv):
     url = f"sqlite:///{tmp_path / 'replay.db'}"
     db = open_database(make_settings(database_url=url, keywords=AIRLINES))
     assert replay_airline_tweets(db, airline_csv) > 14_000
+    from api.alerts.rules import AlertRuleCreate
+    from db.alerts import create_rule
+
+    # A threshold rule for every keyword: the trend chart draws it.
+    create_rule(db, rule=AlertRuleCreate(keyword=None, metric="avg_score_below", threshold=-0.5))
     yield url, db
     db.close()
 
@@ -164,7 +169,9 @@ def test_dashboard_in_chromium(dashboard_server, replayed_db, tmp_path):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1900})
+            # Tall enough for the whole page: Streamlit scrolls inside its own container, so a
+            # full-page screenshot shows only what fits the viewport.
+            page = browser.new_page(viewport={"width": 1500, "height": 2500})
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(dashboard_server, wait_until="domcontentloaded")
             page.wait_for_selector(".js-plotly-plot .main-svg")
@@ -180,6 +187,8 @@ def test_dashboard_in_chromium(dashboard_server, replayed_db, tmp_path):
             assert all(len(t["values"]) > 0 for t in charts["Volume by label"]), charts["Volume by label"]
             assert sum(charts["Label distribution"][0]["values"]) > 2000  # Southwest has 2,420 tweets
             page.wait_for_selector(".js-plotly-plot .main-svg .scatterlayer .trace")
+            # The alert threshold is drawn on the trend chart (an SVG shape with its label).
+            page.get_by_text("alert below -0.50 (every keyword)").wait_for()
             southwest_tweets = _tweets_kpi(page)
 
             _search(page, "Virgin America")
