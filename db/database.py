@@ -77,10 +77,14 @@ def make_engine(url: str) -> sa.Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         path = parsed.database
-        if path and path != ":memory:" and not path.startswith("file:"):
+        memory = not path or path == ":memory:"
+        if not memory and not path.startswith("file:"):
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(
-            parsed, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+            parsed,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            # An in-memory database exists once per connection: share one connection across threads.
+            **({"poolclass": sa.pool.StaticPool} if memory else {}),
         )
         _configure_sqlite(engine)
         return engine

@@ -24,6 +24,7 @@ from pipeline.contracts import LABELS, utc
 MAX_PAGE = 500
 MAX_TAIL = 5000
 MAX_BUCKETS = 2000
+MAX_KEYWORDS = 100
 BUCKETS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600}
 #: Coarser steps chosen automatically when a range would exceed MAX_BUCKETS.
 _LADDER = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
@@ -134,7 +135,10 @@ def _tweet(row: sa.Row) -> TweetRow:
 
 
 def _lowered(keywords: Sequence[str]) -> list[str]:
-    return sorted({k.strip().lower() for k in keywords if k and k.strip()})
+    lowered = sorted({k.strip().lower() for k in keywords if k and k.strip()})
+    if len(lowered) > MAX_KEYWORDS:
+        raise ValueError(f"at most {MAX_KEYWORDS} keywords per query")
+    return lowered
 
 
 def _kw_filter(column: sa.ColumnElement, keywords: Sequence[str] | None) -> list[sa.ColumnElement]:
@@ -231,7 +235,7 @@ def latest_tweet_time(db: Database, *, keywords: list[str] | None = None) -> dat
             conn.execute(
                 sa.select(sa.func.max(T.c.created_at)).where(sa.func.lower(T.c.keyword) == k)
             ).scalar()
-            for k in _lowered(keywords)[:100]
+            for k in _lowered(keywords)
         ]
     found = [f for f in found if f is not None]
     return max(found) if found else None
@@ -312,6 +316,7 @@ def trend(db: Database, *, keywords: list[str], since: datetime, until: datetime
     step = choose_bucket(since, until, bucket)
     start = _floor(since, step)
     wanted = {k.strip().lower(): k for k in keywords if k and k.strip()}
+    _lowered(list(wanted))  # bounds the number of series
     series: dict[str, list[TrendPoint]] = {}
     if not wanted:
         return Trend(bucket_seconds=step, since=start, until=until, series=series)

@@ -270,3 +270,11 @@ def test_window_stats_and_most_negative_exclude_sources(database):
         database, keyword="Tesla", since=since, until=until, limit=2, exclude_sources=("mock",)
     )
     assert [r.text for r in worst] == ["worst", "bad"]
+
+
+def test_keyword_lists_are_bounded(database):
+    many = [f"kw{i}" for i in range(queries.MAX_KEYWORDS + 1)]
+    with pytest.raises(ValueError):
+        queries.trend(database, keywords=many, since=T0, until=T0 + timedelta(hours=1))
+    with pytest.raises(ValueError):
+        queries.latest_tweets(database, keywords=many)

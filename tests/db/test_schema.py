@@ -146,3 +146,21 @@ def test_init_adds_indexes_missing_from_existing_tables(database):
         else:
             names = conn.exec_driver_sql("SELECT indexname FROM pg_indexes").scalars()
         assert "ix_sentiment_1m_kw_bucket" in set(names)
+
+
+def test_in_memory_sqlite_is_shared_across_threads(make_settings):
+    import threading
+
+    from db import queries, writes
+    from tests.db.conftest import make_tweet
+
+    db = open_database(make_settings(database_url="sqlite://"))
+    try:
+        writes.write_tweets(db, [make_tweet()])
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(len(queries.latest_tweets(db).data)))
+        worker.start()
+        worker.join(10)
+        assert seen == [1]
+    finally:
+        db.close()
