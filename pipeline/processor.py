@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -53,6 +54,7 @@ class Processor:
         self._db = db
         self.group_id = group_id or settings.processor_group_id
         self.monitor: StageMonitor | None = None
+        self._db_tried_at = float("-inf")
 
     @property
     def bus(self) -> Bus:
@@ -126,6 +128,12 @@ class Processor:
 
     # --- the loop ----------------------------------------------------------------------------
     def _heartbeat_db(self) -> Database | None:
+        """The DB for heartbeats; on Kafka, opened again (at most once a minute) if it was down."""
+        if self._db is None and time.monotonic() - self._db_tried_at > 60:
+            self._db_tried_at = time.monotonic()
+            from db.database import open_database
+
+            self._db = open_database(self.settings)
         return self._db
 
     def run(self, stop: threading.Event) -> None:
@@ -136,9 +144,7 @@ class Processor:
             self._db = open_db(s, stop)  # the embedded bus's dead letters go to the table
         elif self._db is None:
             try:
-                from db.database import open_database
-
-                self._db = open_database(s)
+                self._heartbeat_db()
             except Exception as exc:  # noqa: BLE001 - the processor only needs the DB for heartbeats
                 logger.warning("processor: database unavailable for heartbeats (%s); carrying on",
                                describe(exc))

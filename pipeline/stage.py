@@ -170,6 +170,7 @@ class StageMonitor:
         self._log_at = now
         self._log_count = 0
         self._warned_at = 0.0
+        self._beating: threading.Thread | None = None
         self.details: dict[str, Any] = {}
 
     def add(self, n: int, *, failed: int = 0) -> None:
@@ -188,7 +189,13 @@ class StageMonitor:
             span = max(now - self._beat_at, 1e-9)
             rate = (self.total - self._beat_count) / span
             self._beat_at, self._beat_count = now, self.total
-            self.beat(rate=rate, lag=lag)
+            if force:
+                self.beat(rate=rate, lag=lag)
+            elif self._beating is None or not self._beating.is_alive():
+                # In the background: a slow or unreachable DB must not stall the stream.
+                self._beating = threading.Thread(target=self.beat, kwargs={"rate": rate, "lag": lag},
+                                                 name=f"{self.stage}-heartbeat", daemon=True)
+                self._beating.start()
 
     def beat(self, *, rate: float | None = None, lag: int | None = None) -> None:
         try:

@@ -22,9 +22,13 @@ def test_broker_down_at_start_retries_with_a_log_line_per_attempt_then_resumes(k
     env = stage_env(settings, KAFKA_REQUEST_TIMEOUT_MS="2000")
     process = stages(["process"], env)
     ingest = stages(["ingest"], env)
-    wait_for(lambda: len(attempts(process.output(), "processor: create topics")) >= 2
-             and len(attempts(ingest.output(), "ingestor: create topics")) >= 2,
-             timeout=90, what="two logged attempts by each stage")
+    try:
+        wait_for(lambda: len(attempts(process.output(), "processor: create topics")) >= 2
+                 and len(attempts(ingest.output(), "ingestor: create topics")) >= 2,
+                 timeout=90, what="two logged attempts by each stage")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nprocess:\n{process.output()[-2000:]}\ningest:\n"
+                             f"{ingest.output()[-2000:]}") from None
     line = attempts(process.output(), "processor: create topics")[0]
     assert kafka_broker.bootstrap in line and "retrying in" in line
     assert process.proc.poll() is None and ingest.proc.poll() is None  # waiting, not crash-looping
