@@ -94,3 +94,18 @@ def test_kill_9_processor_and_ingestor_mid_stream_loses_and_duplicates_nothing(a
     assert process.terminate() == 0
     assert ingest.terminate() == 0
     assert_stored_exactly_once(pg_url, airline_csv)
+
+
+def test_pipeline_run_on_kafka_when_configured(tmp_path, kafka_settings, sqlite_url, stages):
+    import json
+
+    path = tmp_path / "small.jsonl"
+    path.write_text("".join(json.dumps({"id": str(i), "text": f"flight {i} was great", "keyword": "Delta",
+                                        "label": "positive"}) + "\n" for i in range(300))
+                    + json.dumps({"id": "e", "text": "", "keyword": "Delta"}) + "\n", encoding="utf-8")
+    env = stage_env(kafka_settings(database_url=sqlite_url))
+    run = stages(["run", "--source", "replay", "--file", str(path), "--no-ui", "--exit-when-done"], env)
+    assert run.wait(120) == 0, run.output()[-3000:]
+    assert "Kafka 127.0.0.1:" in run.output()
+    assert count_rows(sqlite_url) == 300
+    assert count_rows(sqlite_url, "select count(*) from dead_letters") == 1  # via the dead-letter topic
