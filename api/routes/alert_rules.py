@@ -120,7 +120,7 @@ async def create_rule(
 
     try:
         _check_rule(rule, settings)
-        stored = await call_db(alerts.create_rule, db, rule)
+        stored = await call_db(alerts.create_rule, db, rule=rule)
     except AlertRuleError as exc:
         return _unprocessable(exc)
     return AlertRulePublic.model_validate(stored)
@@ -137,7 +137,7 @@ async def get_rule(rule_id: RuleId, db: DatabaseDep) -> Any:
     from db import alerts
 
     try:
-        stored = await call_db(alerts.get_rule, db, rule_id)
+        stored = await call_db(alerts.get_rule, db, rule_id=rule_id)
     except RuleNotFound:
         return _not_found(rule_id)
     if stored is None:
@@ -171,7 +171,7 @@ async def update_rule(
 
     try:
         _check_rule(update, settings)
-        stored = await call_db(alerts.update_rule, db, rule_id, update)
+        stored = await call_db(alerts.update_rule, db, rule_id=rule_id, update=update)
     except RuleNotFound:
         return _not_found(rule_id)
     except AlertRuleError as exc:
@@ -192,7 +192,7 @@ async def delete_rule(rule_id: RuleId, db: DatabaseDep) -> Response:
     from db import alerts
 
     try:
-        found = await call_db(alerts.delete_rule, db, rule_id)
+        found = await call_db(alerts.delete_rule, db, rule_id=rule_id)
     except RuleNotFound:
         return _not_found(rule_id)
     if found is False:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
 from api.deps import READ, DatabaseDep
 from api.params import BadParameter, check_range, clean_term, clean_terms, parse_time, parse_window
-from api.routes.common import READ_RESPONSES, call_db
-from api.schemas import KeywordCountsPublic, SummaryPublic, TrendPointPublic, TrendPublic
+from api.routes.common import READ_RESPONSES, call_db, json_response
+from api.schemas import KeywordCountsPublic, SummaryPublic, TrendPublic
 
 router = APIRouter(tags=["sentiment"], dependencies=[READ], responses=READ_RESPONSES)
 
@@ -46,7 +46,7 @@ async def sentiment_trend(
             "at most 2000 buckets per series."
         ),
     ] = None,
-) -> TrendPublic:
+) -> Any:
     """Per-keyword series of bucketed counts and count-weighted average score; empty buckets are
     included with zero counts. Default range: the hour up to `until` (default now)."""
     from db import queries
@@ -63,12 +63,7 @@ async def sentiment_trend(
     if not keywords:
         return TrendPublic(bucket_seconds=0, since=start, until=end, series={})
     trend = await call_db(queries.trend, db, keywords=keywords, since=start, until=end, bucket=bucket)
-    series = {
-        name: [TrendPointPublic.model_validate(p) for p in points] for name, points in trend.series.items()
-    }
-    return TrendPublic(
-        bucket_seconds=trend.bucket_seconds, since=trend.since, until=trend.until, series=series
-    )
+    return json_response(trend)
 
 
 @router.get("/summary", response_model=SummaryPublic, summary="Counts, shares and change over a window")
@@ -84,7 +79,7 @@ async def summary(
         ),
     ] = "1h",
     until: UntilQuery = None,
-) -> SummaryPublic:
+) -> Any:
     """The window up to `until` (default now) against the window just before it."""
     from db import queries
 
@@ -92,7 +87,7 @@ async def summary(
     span = parse_window(window)
     end = parse_time(until, param="until")
     result = await call_db(queries.summary, db, keywords=keywords, window=span, until=end)
-    return SummaryPublic.model_validate(result)
+    return json_response(result)
 
 
 async def _counts(db, keyword: str, since: str | None, until: str | None) -> KeywordCountsPublic:

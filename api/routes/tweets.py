@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from api.deps import READ, DatabaseDep
 from api.params import BadParameter, clean_term, clean_terms
-from api.routes.common import READ_RESPONSES, call_db
-from api.schemas import Label, TweetPublic, TweetsPublic
+from api.routes.common import READ_RESPONSES, call_db, json_response
+from api.schemas import Label, TweetsPublic
 
 router = APIRouter(tags=["tweets"], dependencies=[READ], responses=READ_RESPONSES)
 
@@ -29,7 +29,7 @@ async def latest_tweets(
     cursor: Annotated[
         str | None, Query(description="`next_cursor` of the previous page.", max_length=500)
     ] = None,
-) -> TweetsPublic:
+) -> Any:
     from db import queries
 
     keywords = clean_terms(keyword, param="keyword")
@@ -46,5 +46,4 @@ async def latest_tweets(
         )
     except ValueError as exc:  # the query layer's verdict on a malformed or foreign cursor
         raise BadParameter("cursor", str(exc) or "not a cursor this API issued") from None
-    data = [TweetPublic.model_validate(row) for row in page.data]
-    return TweetsPublic(data=data, count=len(data), next_cursor=page.next_cursor)
+    return json_response({"data": page.data, "count": len(page.data), "next_cursor": page.next_cursor})
