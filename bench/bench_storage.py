@@ -189,6 +189,22 @@ def _generate_server_side(db, *, rows: int, days: int, keywords: list[str]) -> f
     return time.perf_counter() - started
 
 
+def _backend_cpu(db):
+    """CPU seconds used so far by the writer's server backend (a local server only; else 0)."""
+    pid = db.writer_connection.dbapi_connection.get_backend_pid()
+    path = f"/proc/{pid}/stat"
+
+    def read() -> float:
+        try:
+            with open(path) as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    return read
+
+
 def _latency(fn, *, repeat: int) -> dict:
     fn()  # warm the cache and the connection pool
     samples = []
@@ -242,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         batch_tweets = _synthetic_tweets(args.ingest_rows, prefix="b", now=now, rng=rng)
         # Three equal rounds, median reported: other processes share the cores, one round can be unlucky.
         rounds, third = [], len(batch_tweets) // 3
+        write_tweets(db, _synthetic_tweets(10, prefix="w", now=now, rng=rng))  # opens the writer session
+        backend = _backend_cpu(db)
+        cpu_start, server_start = time.process_time(), backend()
         for r in range(3):
             part = batch_tweets[r * third : (r + 1) * third]
             started = time.perf_counter()
@@ -251,6 +270,14 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(len(part) / (time.perf_counter() - started))
             assert inserted == len(part), (inserted, len(part))
         batched_rate = statistics.median(rounds)
+        client_us = (time.process_time() - cpu_start) / (3 * third) * 1e6
+        server_us = (backend() - server_start) / (3 * third) * 1e6 if backend() else None
+        figures["ingest_client_cpu_us_per_row"] = round(client_us, 1)
+        if server_us is not None:
+            # Client and server work alternate on one batch's path: with a free core each, the CPU
+            # time per row bounds the rate, whatever else is running on the machine.
+            figures["ingest_server_cpu_us_per_row"] = round(server_us, 1)
+            figures["ingest_cpu_bound_rows_per_s"] = round(1e6 / (client_us + server_us))
         done = batch_tweets[: 3 * third]
         started = time.perf_counter()
         again = sum(write_tweets(db, done[i : i + args.batch]) for i in range(0, len(done), args.batch))
@@ -282,6 +309,11 @@ def main(argv: list[str] | None = None) -> int:
             f"of {[round(r) for r in rounds]} ({len(done):,} rows); redelivery "
             f"{figures['ingest_redelivery_rows_per_s']:,} rows/s; {big}/tx {big_rate:,.0f} rows/s"
         )
+        if server_us is not None:
+            print(
+                f"ingest CPU per row: client {client_us:.1f} us + server backend {server_us:.1f} us "
+                f"-> {figures['ingest_cpu_bound_rows_per_s']:,} rows/s when the CPU is not shared"
+            )
         print(
             f"ingest row-by-row insert+commit: {baseline_rate:,.0f} rows/s ({len(baseline_tweets):,} rows); "
             f"ratio {figures['ingest_ratio']}x"

@@ -13,9 +13,10 @@ so a plain-PostgreSQL database keeps working if the extension is installed later
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -50,6 +51,9 @@ class Database:
     settings: Settings
     #: Optional capabilities found at start-up, e.g. {"pg_trgm"}.
     features: set[str] = field(default_factory=set)
+    #: PostgreSQL: the connection db.writes keeps between batches, and the lock guarding it.
+    writer_connection: Any = field(default=None, repr=False)
+    writer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -68,6 +72,10 @@ class Database:
         return self.engine.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
+        with self.writer_lock:
+            if self.writer_connection is not None:
+                self.writer_connection.close()
+                self.writer_connection = None
         self.engine.dispose()
 
 

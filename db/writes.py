@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import psycopg2
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -151,15 +152,34 @@ def _copy_buffer(rows: list[tuple]) -> io.StringIO:
 
 
 def _write_postgres(db: Database, rows: list[tuple]) -> tuple[int, list[datetime]]:
-    buf = _copy_buffer(rows)
     sql = _INSERT_TIMESCALE if db.is_timescale else _INSERT_WITH_AGGREGATE
-    raw = db.engine.raw_connection()
+    with db.writer_lock:
+        cached = db.writer_connection is not None
+        try:
+            return _write_postgres_on(db, _writer(db), rows, sql)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            if not cached:
+                raise
+            # The kept connection died while idle (server restart, idle timeout): the transaction
+            # never committed, so one retry on a fresh connection is safe.
+            log.info("writer connection lost; retrying the batch on a new connection")
+            return _write_postgres_on(db, _writer(db), rows, sql)
+
+
+def _writer(db: Database):
+    """The connection kept for writes: no pool checkout, pre-ping and reset per batch (3 round trips
+    per batch instead of 5), and its session temp table stays. Taken out while in use."""
+    raw, db.writer_connection = db.writer_connection, None
+    return raw if raw is not None else db.engine.raw_connection()
+
+
+def _write_postgres_on(db: Database, raw, rows: list[tuple], sql: str) -> tuple[int, list[datetime]]:
     try:
         cur = raw.cursor()
         try:
             if not raw.info.get("sp_incoming"):  # a temp table lives as long as its session
                 cur.execute(_TEMP_TABLE)
-            cur.copy_expert(f"COPY sp_incoming ({', '.join(_COLUMNS)}) FROM STDIN", buf)
+            cur.copy_expert(f"COPY sp_incoming ({', '.join(_COLUMNS)}) FROM STDIN", _copy_buffer(rows))
             # The lock is taken after the COPY, so concurrent writers only serialise on the insert.
             cur.execute(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK}); {sql}")
             inserted, _max_seq, minutes, _ = cur.fetchone()
@@ -167,12 +187,17 @@ def _write_postgres(db: Database, rows: list[tuple]) -> tuple[int, list[datetime
             raw.info["sp_incoming"] = True  # committed, so the temp table exists from now on
         finally:
             cur.close()
-    except BaseException:
+    except BaseException as exc:
         raw.info.pop("sp_incoming", None)  # a rollback may have undone CREATE TEMP TABLE too
-        raw.rollback()
+        try:
+            raw.rollback()
+        except psycopg2.Error:
+            pass  # the connection is gone; closing it below discards it
+        if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+            raw.invalidate()
+        raw.close()  # back to the pool (or discarded); the next batch takes a fresh one
         raise
-    finally:
-        raw.close()
+    db.writer_connection = raw
     return int(inserted), [utc(m) for m in (minutes or []) if m is not None]
 
 

@@ -259,3 +259,24 @@ def test_dead_letters_roundtrip(database):
     assert rows[1]["offset"] == 41 and rows[1]["payload_b64"] == letter.payload_b64
     assert rows[1]["failed_at"].tzinfo is not None
     assert len(queries.dead_letters(database, limit=1)) == 1
+
+
+def test_postgres_writer_survives_a_server_restart(throwaway_pg, make_settings):
+    db = open_database(make_settings(database_url=throwaway_pg.url))
+    try:
+        assert writes.write_tweets(db, [make_tweet(created_at=T0)]) == 1
+        assert db.writer_connection is not None  # kept for the next batch
+        throwaway_pg.down()
+        with pytest.raises(sa.exc.DBAPIError):
+            queries.max_seq(db)
+        with pytest.raises(psycopg2.Error):
+            writes.write_tweets(db, [make_tweet(created_at=T0)])  # down: fails, loses nothing
+        throwaway_pg.up()
+        assert writes.write_tweets(db, [make_tweet(created_at=T0)]) == 1
+        # The kept connection died idle this time: retried once on a fresh connection.
+        throwaway_pg.down()
+        throwaway_pg.up()
+        assert writes.write_tweets(db, [make_tweet(created_at=T0)]) == 1
+        assert count_tweets(db) == 3
+    finally:
+        db.close()
