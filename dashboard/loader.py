@@ -137,7 +137,9 @@ def load_view(reader, params: ViewParams, *, now: datetime | None = None, build:
         params=params, window=window, known=known, term_keyword=term_keyword, latest=latest,
         summary=summary, trend=trend, comparison=comparison, counts=counts, tweets=tweets,
         heartbeats=heartbeats, thresholds=thresholds,
-        offer_anchor=needs_anchor_offer(n_in_window=summary.n, latest=latest, window=window),
+        # A custom range is where the user put it: moving it to the latest tweet is not offered.
+        offer_anchor=params.custom is None
+        and needs_anchor_offer(n_in_window=summary.n, latest=latest, window=window),
     )
     if build:
         data.figures = build_figures(data)

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from zoneinfo import available_timezones
 
@@ -45,7 +45,7 @@ def main() -> None:
     require_password(settings)
     db = connect(settings)
     reader = dcache.CachedReader(db, settings.database_url)
-    with db_errors(settings):
+    with db_errors(settings, stop=True):
         controls = sidebar(settings, db, reader)
     st.title("StreamPulse")
     live_section(controls, db, reader, settings)
@@ -77,8 +77,9 @@ def connect(settings: Settings):
 
 
 @contextmanager
-def db_errors(settings: Settings) -> Iterator[None]:
-    """A query that fails mid-session (DB restarted, network gone) shows st.error, not a traceback."""
+def db_errors(settings: Settings, *, stop: bool = False) -> Iterator[None]:
+    """A query that fails mid-session (DB restarted, network gone) shows st.error, not a traceback;
+    with `stop`, the rest of the page (which needs what failed) is not drawn."""
     import sqlalchemy as sa
 
     try:
@@ -89,6 +90,8 @@ def db_errors(settings: Settings) -> Iterator[None]:
             f"The database at `{_safe_url(settings.database_url)}` did not answer; the page retries on "
             f"its next refresh. Check DATABASE_URL and the database.\n\nDetails: {_first_line(exc)}"
         )
+        if stop:
+            st.stop()
 
 
 def _safe_url(url: str) -> str:
@@ -186,10 +189,12 @@ def _custom_range(sb, zone: str) -> tuple[datetime, datetime] | None:
     now = datetime.now(tz)
     start_default = now - timedelta(days=1)
     c1, c2 = sb.columns(2)
-    start_d = c1.date_input("From", value=start_default.date(), key="custom_from_d")
+    # Replayed exports can be years old: allow dates well before date_input's default 10-year floor.
+    bounds = dict(min_value=date(2006, 1, 1), max_value=now.date() + timedelta(days=1))
+    start_d = c1.date_input("From", value=start_default.date(), key="custom_from_d", **bounds)
     start_t = c2.time_input("at", value=time(start_default.hour, start_default.minute), key="custom_from_t")
     c3, c4 = sb.columns(2)
-    end_d = c3.date_input("To", value=now.date(), key="custom_to_d")
+    end_d = c3.date_input("To", value=now.date(), key="custom_to_d", **bounds)
     end_t = c4.time_input("at ", value=time(now.hour, now.minute), key="custom_to_t")
     since = datetime.combine(start_d, start_t, tzinfo=tz)
     until = datetime.combine(end_d, end_t, tzinfo=tz)

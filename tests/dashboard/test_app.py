@@ -327,3 +327,57 @@ def test_other_keyword_written_while_open_is_searchable(filled_db, app_env):
     run(at)
     assert at.multiselect(key="kw_select").value == ["Alaska"]
     assert metric(at, "Tweets") == "1"
+
+
+def test_label_filter_narrows_the_tweets_table(filled_db, app_env):
+    app_env(filled_db.url)
+    at = run(new_app())
+    assert set(frame(at, "tweets_table")["label"]) == {"negative", "neutral", "positive"}
+    assert at.download_button(key="csv_download").label == "Download CSV"
+    at.segmented_control(key="label_filter").set_value("negative")
+    run(at)
+    shown = frame(at, "tweets_table")
+    assert len(shown) == 22 and set(shown["label"]) == {"negative"}  # 21 United + 1 Delta
+
+
+def test_custom_range(empty_db, app_env):
+    old = datetime(2015, 2, 24, 19, 0, tzinfo=UTC)
+    empty_db.write(burst("United", ["negative"] * 4 + ["neutral"], end=old, minutes=30))
+    app_env(empty_db.url)
+    at = run(new_app())
+    at.selectbox(key="range").set_value("Custom")
+    run(at)
+    at.date_input(key="custom_from_d").set_value(old.date())
+    at.time_input(key="custom_from_t").set_value(datetime(2015, 2, 24, 18, 0).time())
+    at.date_input(key="custom_to_d").set_value(old.date())
+    at.time_input(key="custom_to_t").set_value(datetime(2015, 2, 24, 20, 0).time())
+    run(at)
+    assert metric(at, "Tweets") == "5"
+    assert "custom range" in texts(at.caption)
+    at.time_input(key="custom_to_t").set_value(datetime(2015, 2, 24, 17, 0).time())
+    run(at)
+    assert "must end after it starts" in texts(at.sidebar.error)
+
+
+def test_database_going_down_mid_session_shows_an_error_then_recovers(make_settings, throwaway_pg, app_env):
+    from db.database import open_database
+    from tests.dashboard.conftest import DashDB, fill
+
+    d = DashDB(url=throwaway_pg.url, db=None, settings=None)
+    d.db = open_database(make_settings(database_url=throwaway_pg.url, keywords=["United", "Delta"]))
+    fill(d)
+    d.db.close()
+    app_env(throwaway_pg.url)
+    at = run(new_app())
+    assert metric(at, "Tweets") == "43"
+
+    throwaway_pg.down()
+    time.sleep(2.2)  # past the query cache
+    run(at)
+    assert at.error and all("DATABASE_URL" in e.value for e in at.error)
+
+    throwaway_pg.up()
+    time.sleep(2.2)
+    run(at)
+    assert not at.error
+    assert metric(at, "Tweets") == "43"

@@ -171,7 +171,7 @@ def test_dashboard_in_chromium(dashboard_server, replayed_db, tmp_path):
         try:
             # Tall enough for the whole page: Streamlit scrolls inside its own container, so a
             # full-page screenshot shows only what fits the viewport.
-            page = browser.new_page(viewport={"width": 1500, "height": 2500})
+            page = browser.new_page(viewport={"width": 1500, "height": 2600})
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(dashboard_server, wait_until="domcontentloaded")
             page.wait_for_selector(".js-plotly-plot .main-svg")
@@ -211,6 +211,13 @@ def test_dashboard_in_chromium(dashboard_server, replayed_db, tmp_path):
             while _tweets_kpi(page) != virgin_tweets + 40:
                 assert time.monotonic() < deadline, f"KPI stayed at {_tweets_kpi(page)}"
                 page.wait_for_timeout(300)
+
+            # The CSV download holds what the table shows, newest first, text intact.
+            with page.expect_download() as info:
+                page.get_by_role("button", name="Download CSV").click()
+            rows = list(csv.DictReader(Path(info.value.path()).read_text(encoding="utf-8-sig").splitlines()))
+            assert rows and {r["keyword"] for r in rows} == {"Virgin America"}
+            assert rows[0]["text"] == "@VirginAmerica live tweet 39" and rows[0]["label"] == "negative"
 
             page.wait_for_timeout(500)
             shot = ROOT / "artifacts" / "dashboard.png"
