@@ -1,4 +1,7 @@
-"""Annotated dependency aliases, so route functions declare what they need and never open sessions."""
+"""Annotated dependency aliases, so route functions declare what they need and never open sessions.
+
+The dependencies are `async def` on purpose: they do no I/O, and FastAPI runs a plain `def`
+dependency in the thread pool, which would cost a thread hop per dependency per request."""
 
 from __future__ import annotations
 
@@ -18,21 +21,21 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def get_state(conn: HTTPConnection) -> AppState:
+async def get_state(conn: HTTPConnection) -> AppState:
     return conn.app.state.sp
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_app_settings(state: StateDep) -> Settings:
+async def get_app_settings(state: StateDep) -> Settings:
     return state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-def get_database(state: StateDep) -> Any:
+async def get_database(state: StateDep) -> Any:
     if state.db is None:
         raise ServiceUnavailable(state.db_error or "not connected")
     return state.db
@@ -47,7 +50,9 @@ def _key_matches(settings: Settings, presented: str | None) -> bool:
     return hmac.compare_digest((presented or "").encode(), expected)
 
 
-def require_write_key(settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
+async def require_write_key(
+    settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]
+) -> None:
     if settings.api_key is not None and not _key_matches(settings, key):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
@@ -56,7 +61,9 @@ def require_write_key(settings: SettingsDep, key: Annotated[str | None, Security
         )
 
 
-def require_read_key(settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
+async def require_read_key(
+    settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]
+) -> None:
     if settings.api_key is not None and settings.api_read_requires_key and not _key_matches(settings, key):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,

@@ -93,6 +93,8 @@ class ApiMetrics:
             gauge.clear()
         for hb in heartbeats:
             labels = {"stage": hb.stage, "instance": hb.instance}
+            if hb.last_seen is None:
+                continue
             self.stage_last_seen.labels(**labels).set(hb.last_seen.timestamp())
             self.stage_age.labels(**labels).set(max(0.0, (now - hb.last_seen).total_seconds()))
             if hb.rate is not None:

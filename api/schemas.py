@@ -240,8 +240,8 @@ class StagePublic(Public):
     engine: str | None = None
     rate: float | None = Field(None, description="Messages per second at the last heartbeat.")
     lag: int | None = Field(None, description="Consumer lag (messages) at the last heartbeat.")
-    last_seen: datetime
-    age_seconds: float = Field(description="Seconds since the last heartbeat.")
+    last_seen: datetime | None
+    age_seconds: float | None = Field(description="Seconds since the last heartbeat.")
     details: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -383,16 +383,16 @@ def main(argv: list[str] | None = None) -> int:
         api = start_server([sys.executable, "-m", "api", "--port", str(port)], env, port)
         procs.append(api)
         base = f"http://127.0.0.1:{port}"
+        closed = asyncio.run(
+            closed_loop(base, workers=args.workers, duration=args.duration / 2, keywords=keywords)
+        )
+        print(f"closed loop ({args.workers} clients): {closed['rps']} req/s, p95 {closed['p95_ms']} ms")
         ours = asyncio.run(open_loop(base, rate=args.rate, duration=args.duration, keywords=keywords))
         print(
             f"open loop {args.rate:.0f}/s: summary p95 {ours['summary']['p95_ms']} ms, "
             f"trend p95 {ours['trend']['p95_ms']} ms, achieved {ours['achieved_rps']}/s, "
             f"errors {ours['errors']}"
         )
-        closed = asyncio.run(
-            closed_loop(base, workers=args.workers, duration=args.duration / 2, keywords=keywords)
-        )
-        print(f"closed loop ({args.workers} clients): {closed['rps']} req/s, p95 {closed['p95_ms']} ms")
         figures.update(
             {
                 "summary_p50_ms": ours["summary"]["p50_ms"],
@@ -441,10 +441,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             procs.append(naive)
             nbase = f"http://127.0.0.1:{nport}"
-            seed = asyncio.run(open_loop(nbase, rate=args.rate, duration=args.duration, keywords=keywords))
             seed_closed = asyncio.run(
                 closed_loop(nbase, workers=args.workers, duration=args.duration / 2, keywords=keywords)
             )
+            seed = asyncio.run(open_loop(nbase, rate=args.rate, duration=args.duration, keywords=keywords))
             print(
                 f"naive (blocking) open loop: summary p95 {seed['summary']['p95_ms']} ms, trend p95 "
                 f"{seed['trend']['p95_ms']} ms; closed loop {seed_closed['rps']} req/s"

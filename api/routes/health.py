@@ -80,7 +80,7 @@ async def _database(state: AppState) -> tuple[DatabaseHealth, list[StagePublic]]
             rate=b.rate,
             lag=b.lag,
             last_seen=b.last_seen,
-            age_seconds=round(max(0.0, (now - b.last_seen).total_seconds()), 3),
+            age_seconds=round(max(0.0, (now - b.last_seen).total_seconds()), 3) if b.last_seen else None,
             details=b.details or {},
         )
         for b in beats
