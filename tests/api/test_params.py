@@ -70,3 +70,22 @@ def test_range_and_terms():
             clean_term(bad, param="keyword")
     assert clean_terms(["United,Delta", "united", " "], param="keyword") == ["United", "Delta"]
     assert clean_terms([], param="keyword") is None
+
+
+def test_subscriber_queue_drops_when_full_and_counts_it():
+    import asyncio
+
+    from api.notifier import Subscriber
+
+    async def scenario():
+        sub = Subscriber(channel="tweets", keyword="United", queue_size=2)
+        assert sub.offer("a") and sub.offer("b") and not sub.offer("c")
+        assert await sub.wait(0.01)
+        assert sub.drain() == (["a", "b"], 1)
+        assert sub.drain() == ([], 0) and not await sub.wait(0.01)
+        latest = Subscriber(channel="sentiment", keyword=None, queue_size=1)
+        latest.offer("old", replace=True)
+        latest.offer("new", replace=True)
+        assert latest.drain() == (["new"], 0)
+
+    asyncio.run(scenario())
