@@ -42,4 +42,5 @@ def configure_logging(settings: Settings, *, stream=None) -> None:
     level = logging.getLevelName(settings.log_level.upper())
     root.setLevel(level if isinstance(level, int) else logging.INFO)
     for name in _NOISY:
-        logging.getLogger(name).setLevel(max(logging.ERROR, root.level))
+        # kafka-python logs every failed reconnect (with tracebacks) at ERROR; our retry line says it once.
+        logging.getLogger(name).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL)
