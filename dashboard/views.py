@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
+from pathlib import Path
 from zoneinfo import available_timezones
 
 import pandas as pd
@@ -25,6 +26,8 @@ from pipeline.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 LABEL_FILTERS = ("all", "negative", "neutral", "positive")
+#: Our own static script (no user input in it): keeps chart zoom across live refreshes.
+ZOOM_KEEPER = Path(__file__).with_name("zoom_keeper.html")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ def main() -> None:
     live_section(controls, db, reader, settings)
     with db_errors(settings):
         alerts_section(db, settings, reader)
+    st.html(ZOOM_KEEPER, unsafe_allow_javascript=True)
 
 
 def load_settings() -> Settings:
@@ -172,7 +176,8 @@ def sidebar(settings: Settings, db, reader) -> Controls:
     refresh = sb.selectbox("Refresh every", choices, index=choices.index(configured),
                            key="refresh", format_func=lambda s: f"{s:g} s",
                            help="How often the live part of the page reloads its data.")
-    paused = sb.toggle("Pause live updates", key="paused")
+    paused = sb.toggle("Pause live updates", key="paused",
+                       help="Stops the automatic refresh, e.g. to read the tables at leisure.")
     return Controls(keywords=tuple(st.session_state["kw_select"]), term=term, range_label=range_label,
                     custom=custom, refresh=float(refresh), paused=bool(paused), zone=zone)
 

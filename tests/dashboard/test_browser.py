@@ -40,7 +40,9 @@ CHART_DATA_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')
         .filter(v => v !== null && v !== undefined)}))}))"""
 
 
-def _require_chromium() -> str:
+@pytest.fixture
+def chromium() -> str:
+    """The Chromium binary, checked before the (slower) data replay and server start."""
     if not Path(CHROMIUM).exists():
         unavailable(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set CHROMIUM_PATH)")
     try:
@@ -77,7 +79,7 @@ def replay_airline_tweets(db, path: Path) -> int:
 
 
 @pytest.fixture
-def replayed_db(make_settings, tmp_path, airline_csv):
+def replayed_db(chromium, make_settings, tmp_path, airline_csv):
     from db.database import open_database
 
     url = f"sqlite:///{tmp_path / 'replay.db'}"
@@ -155,14 +157,19 @@ def _tweets_kpi(page) -> int:
     return int(text.replace(",", ""))
 
 
-def _search(page, term: str) -> None:
+def _search(page, term: str) -> dict:
+    """Type `term` in the sidebar search box and wait until the trend chart shows only it."""
     box = page.get_by_role("textbox", name="Search a keyword", exact=True)
     box.fill(term)
     box.press("Enter")
+    try:
+        return _wait_for(page, lambda c: _trend_names(c) == {term}, f"the {term} trend", timeout_s=30)
+    except AssertionError as exc:
+        chips = page.locator('[data-testid="stMultiSelect"]').first.inner_text()
+        raise AssertionError(f"{exc}; search box holds {box.input_value()!r}, keywords {chips!r}") from exc
 
 
-def test_dashboard_in_chromium(dashboard_server, replayed_db, tmp_path):
-    chromium = _require_chromium()
+def test_dashboard_in_chromium(chromium, dashboard_server, replayed_db, tmp_path):
     from playwright.sync_api import sync_playwright
 
     _url, db = replayed_db
@@ -182,8 +189,7 @@ def test_dashboard_in_chromium(dashboard_server, replayed_db, tmp_path):
             page.get_by_role("button", name="Show the 7 days up to it").click()
             page.get_by_role("button", name="Back to now").wait_for()
 
-            _search(page, "Southwest")
-            charts = _wait_for(page, lambda c: _trend_names(c) == {"Southwest"}, "the Southwest trend")
+            charts = _search(page, "Southwest")
             assert all(len(t["values"]) > 0 for t in charts["Volume by label"]), charts["Volume by label"]
             assert sum(charts["Label distribution"][0]["values"]) > 2000  # Southwest has 2,420 tweets
             page.wait_for_selector(".js-plotly-plot .main-svg .scatterlayer .trace")
@@ -191,10 +197,21 @@ def test_dashboard_in_chromium(dashboard_server, replayed_db, tmp_path):
             page.get_by_text("alert below -0.50 (every keyword)").wait_for()
             southwest_tweets = _tweets_kpi(page)
 
-            _search(page, "Virgin America")
-            charts = _wait_for(page, lambda c: _trend_names(c) == {"Virgin America"}, "the charts to change")
+            charts = _search(page, "Virgin America")  # another keyword: the charts change
             virgin_tweets = _tweets_kpi(page)
             assert 0 < virgin_tweets < southwest_tweets  # Virgin America has 504 tweets
+
+            # Zoom into the trend chart with the mouse, as a user would (a box drag on the plot).
+            trend = page.locator(".js-plotly-plot").first
+            box = trend.locator(".nsewdrag").first.bounding_box()
+            y = box["y"] + box["height"] / 2
+            page.mouse.move(box["x"] + box["width"] * 0.3, y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=8)
+            page.mouse.up()
+            zoomed = trend.evaluate("gd => gd.layout.xaxis.range")
+            assert trend.evaluate("gd => gd.layout.xaxis.autorange") is False, zoomed
+            trend.evaluate("gd => { gd.__spBeforeRefresh = true }")
 
             # New tweets arrive while the page is open: the live fragment shows them without a reload.
             from db.queries import latest_tweet_time
@@ -212,13 +229,45 @@ def test_dashboard_in_chromium(dashboard_server, replayed_db, tmp_path):
                 assert time.monotonic() < deadline, f"KPI stayed at {_tweets_kpi(page)}"
                 page.wait_for_timeout(300)
 
+            # The refresh redrew the charts with the new data and kept the user's zoom.
+            deadline = time.monotonic() + 10
+            while (current := page.locator(".js-plotly-plot").first.evaluate(
+                    "gd => gd.layout.xaxis && gd.layout.xaxis.range")) != zoomed:
+                assert time.monotonic() < deadline, f"zoom lost: {current} != {zoomed}"
+                page.wait_for_timeout(200)
+            # ... on the chart drawn from the new data, not the one that was zoomed.
+            assert page.locator(".js-plotly-plot").first.evaluate("gd => !gd.__spBeforeRefresh")
+
+            # Paused, the page stops refreshing; unpaused, it catches up.
+            page.get_by_text("Pause live updates").click()
+            page.wait_for_timeout(1500)  # the full rerun the toggle causes
+            assert _tweets_kpi(page) == virgin_tweets + 40
+            more = [
+                analyzed(id=f"paused-{i}", keyword="Virgin America", text=f"@VirginAmerica paused {i}",
+                         created_at=latest + timedelta(seconds=60 + i), label="positive", score=0.8)
+                for i in range(5)
+            ]
+            assert write_tweets(db, more) == 5
+            page.wait_for_timeout(5000)  # 2.5 refresh intervals
+            assert _tweets_kpi(page) == virgin_tweets + 40
+            page.get_by_text("Pause live updates").click()
+            deadline = time.monotonic() + 30
+            while _tweets_kpi(page) != virgin_tweets + 45:
+                assert time.monotonic() < deadline, f"KPI stayed at {_tweets_kpi(page)} after unpausing"
+                page.wait_for_timeout(300)
+
             # The CSV download holds what the table shows, newest first, text intact.
             with page.expect_download() as info:
                 page.get_by_role("button", name="Download CSV").click()
             rows = list(csv.DictReader(Path(info.value.path()).read_text(encoding="utf-8-sig").splitlines()))
             assert rows and {r["keyword"] for r in rows} == {"Virgin America"}
-            assert rows[0]["text"] == "@VirginAmerica live tweet 39" and rows[0]["label"] == "negative"
+            assert rows[0]["text"] == "@VirginAmerica paused 4" and rows[0]["label"] == "positive"
 
+            # A double-click resets the zoom (and the page forgets it).
+            page.locator(".js-plotly-plot").first.locator(".nsewdrag").first.dblclick()
+            page.wait_for_function("() => document.querySelector('.js-plotly-plot').layout.xaxis.autorange")
+
+            page.mouse.move(5, 5)  # no hover label in the screenshot
             page.wait_for_timeout(500)
             shot = ROOT / "artifacts" / "dashboard.png"
             shot.parent.mkdir(exist_ok=True)
