@@ -13,6 +13,14 @@ QUERY_TTL_SECONDS = 2.0
 
 
 @st.cache_resource(show_spinner=False)
+def settings() -> Settings:
+    """The process's settings, read from the environment and `.env` once, at run time (not import)."""
+    from pipeline.settings import get_settings
+
+    return get_settings()
+
+
+@st.cache_resource(show_spinner=False)
 def open_db(url: str, _settings: Settings):
     """The process's Database for `url`. A failure is not cached, so the next rerun tries again."""
     from db.database import open_database

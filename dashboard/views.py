@@ -21,7 +21,7 @@ from dashboard import state
 from dashboard.auth import require_password
 from dashboard.loader import ViewData, ViewParams, load_view
 from pipeline.errors import StreamPulseError
-from pipeline.settings import Settings, get_settings
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def main() -> None:
 
 def load_settings() -> Settings:
     try:
-        return get_settings()
+        return dcache.settings()
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         st.error(f"StreamPulse settings are invalid ({problems}). Fix the environment or `.env`.")

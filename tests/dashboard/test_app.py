@@ -381,3 +381,10 @@ def test_database_going_down_mid_session_shows_an_error_then_recovers(make_setti
     run(at)
     assert not at.error
     assert metric(at, "Tweets") == "43"
+
+
+def test_invalid_settings_are_named_not_traced(filled_db, app_env):
+    app_env(filled_db.url, DASHBOARD_REFRESH_SECONDS="-5")
+    at = run(new_app())
+    assert len(at.error) == 1 and "DASHBOARD_REFRESH_SECONDS" in at.error[0].value
+    assert not at.get("plotly_chart")
