@@ -1,5 +1,6 @@
 """The dashboard in a real browser: `streamlit run dashboard/app.py` on a free port over a database
-filled by replaying the real airline tweets (scored by VADER, written through db.writes), loaded in
+filled by replaying the real airline tweets (the replay producer's stream, scored by VADER,
+written through db.writes), loaded in
 headless Chromium through Playwright.
 
 It checks that the Plotly charts render (SVG), hold data for the searched keyword, change when
@@ -52,27 +53,29 @@ def chromium() -> str:
     return CHROMIUM
 
 
-def replay_airline_tweets(db, path: Path) -> int:
-    """Every row of the real export, scored by VADER and written in batches (duplicates skipped)."""
+def replay_airline_tweets(db, path: Path, settings) -> int:
+    """The real export played through the project's replay producer (its parsing, ordering and ids,
+    at full speed with the original timestamps), scored by VADER, written through db.writes."""
+    import threading
+
     from db.writes import write_tweets
-    from pipeline.contracts import AnalyzedTweet
+    from pipeline.contracts import AnalyzedTweet, RawTweet
     from pipeline.engines.vader import VaderEngine
+    from pipeline.producers.replay import read_rows, replay_tweets
     from pipeline.text import clean_text
 
     engine = VaderEngine()
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    stream = replay_tweets(read_rows(path, settings), settings, threading.Event(), speed=None, keyword=None)
+    raw = [t for t in stream if isinstance(t, RawTweet)]
     now = datetime.now(UTC)
     inserted = 0
-    for start in range(0, len(rows), 1000):
-        batch = rows[start:start + 1000]
-        scores = engine.classify([clean_text(r["text"], max_chars=10_000) for r in batch])
+    for start in range(0, len(raw), 1000):
+        batch = raw[start:start + 1000]
+        scores = engine.classify([clean_text(t.text, max_chars=settings.max_text_chars) for t in batch])
         tweets = [
-            AnalyzedTweet(id=r["id"], text=r["text"], created_at=datetime.fromisoformat(r["created_at"]),
-                          keyword=r["keyword"], source="replay", gold_label=r["label"] or None,
-                          label=s.label, p_neg=s.p_neg, p_neu=s.p_neu, p_pos=s.p_pos, score=s.score,
-                          engine=engine.name, processed_at=now)
-            for r, s in zip(batch, scores, strict=True)
+            AnalyzedTweet(**t.model_dump(), label=s.label, p_neg=s.p_neg, p_neu=s.p_neu, p_pos=s.p_pos,
+                          score=s.score, engine=engine.name, processed_at=now)
+            for t, s in zip(batch, scores, strict=True)
         ]
         inserted += write_tweets(db, tweets)
     return inserted
@@ -83,8 +86,9 @@ def replayed_db(chromium, make_settings, tmp_path, airline_csv):
     from db.database import open_database
 
     url = f"sqlite:///{tmp_path / 'replay.db'}"
-    db = open_database(make_settings(database_url=url, keywords=AIRLINES))
-    assert replay_airline_tweets(db, airline_csv) > 14_000
+    settings = make_settings(database_url=url, keywords=AIRLINES)
+    db = open_database(settings)
+    assert replay_airline_tweets(db, airline_csv, settings) > 14_000  # 14,485 distinct ids
     from api.alerts.rules import AlertRuleCreate
     from db.alerts import create_rule
 
