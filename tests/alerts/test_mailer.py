@@ -10,7 +10,8 @@ import pytest
 
 from api.alerts.mailer import MailDisabled, Mailer, MailError, build_message, send_test_email
 from api.alerts.rules import RecipientNotAllowed
-from tests.fixtures.smtp import SMTP_PASSWORD, SMTP_USER, free_port
+from tests.fixtures.smtp import SMTP_PASSWORD, SMTP_USER
+from tests.services import free_port
 
 
 def _settings(make_settings, server, **extra):

@@ -11,7 +11,7 @@ import pytest
 
 from dashboard import state
 from tests.dashboard.conftest import analyzed, burst, new_app
-from tests.fixtures.postgres import free_port
+from tests.services import free_port
 
 
 def charts(at) -> dict[str, dict]:

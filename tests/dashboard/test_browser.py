@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.dashboard.conftest import ROOT, analyzed
-from tests.fixtures.postgres import free_port, unavailable
+from tests.services import free_port, unavailable
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.fixtures.kafka import _answers, free_port, unavailable
+from tests.fixtures.kafka import _answers
 from tests.pipeline.conftest import Stage, stage_env
+from tests.services import free_port, unavailable
 
 SUBSET = 3000  # the earliest tweets of the file: 3,000 distinct ids, about 2.3 days of timestamps
 STREAM_SECONDS = 15.0  # the paced replay lasts about this long, so faults land mid-stream on any machine
