@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.services import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -86,7 +88,7 @@ def test_compose_validates_against_the_compose_spec_schema(tmp_path):
 def test_docker_compose_config_accepts_the_file():
     binary = shutil.which("docker-compose")
     if binary is None:
-        pytest.skip("docker-compose not installed (apt-get install docker-compose)")
+        unavailable("docker-compose not installed (apt-get install docker-compose)")
     # Only the defaults: none of this machine's settings may leak into the interpolation.
     env = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
     run = subprocess.run([binary, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,
