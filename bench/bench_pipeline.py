@@ -44,6 +44,7 @@ from pipeline.settings import Settings  # noqa: E402
 
 FAST = dict(sentiment_engine="vader", heartbeat_interval_seconds=1.0, throughput_log_seconds=10.0,
             alerts_enabled=False, kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=500,
+            kafka_enable_idempotence=False,
             kafka_partitions=6)
 NAIVE = dict(batch_size=1, ingest_batch_size=1, batch_wait_ms=0, ingest_batch_wait_ms=0)
 BATCHED: dict = {}  # the production defaults: BATCH_SIZE 64 / 200 ms, INGEST_BATCH_SIZE 1000 / 250 ms

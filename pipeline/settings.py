@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     )
     kafka_heartbeat_interval_ms: int = Field(3000, ge=100, description="Consumer heartbeat interval.")
     kafka_request_timeout_ms: int = Field(30000, ge=1000, description="Client request timeout.")
+    kafka_enable_idempotence: bool = Field(
+        True, description="Idempotent producer (Kafka's default). Tests against tansu turn it off."
+    )
     processor_group_id: str = Field("streampulse-processor", description="Processor consumer group.")
     ingestor_group_id: str = Field("streampulse-ingestor", description="Ingestor consumer group.")
     raw_topic: str = Field("raw_tweets", description="Topic producers publish raw tweets to.")

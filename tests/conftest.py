@@ -29,6 +29,7 @@ def make_settings():
             alert_check_interval_seconds=0.5,
             kafka_session_timeout_ms=2000,  # tansu holds JoinGroup ~session_timeout/2
             kafka_heartbeat_interval_ms=500,
+            kafka_enable_idempotence=False,  # tansu loses acked records to it on a restart
         )
         defaults.update(overrides)
         return Settings(_env_file=None, **defaults)

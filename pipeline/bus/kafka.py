@@ -75,11 +75,11 @@ class KafkaBus:
                 **self._common("producer"),
                 acks="all",
                 retries=2**31 - 1,  # bounded by delivery_timeout_ms instead
-                # Plain at-least-once retries: duplicates in the log are dropped by the ingestor's
-                # idempotent writes. The idempotent producer (kafka-python's default) lost acknowledged
-                # records when tansu was killed mid-stream: after the restart it answered the retried
-                # batch DUPLICATE_SEQUENCE_NUMBER without having stored it (docs/faults.md).
-                enable_idempotence=False,
+                # On by default, as on Apache Kafka. Against tansu the tests turn it off: after a
+                # kill -9 tansu answered a retried batch DUPLICATE_SEQUENCE_NUMBER without having
+                # stored it, and the idempotent producer took that as success (docs/faults.md).
+                # Off, retries are plain at-least-once; the ingestor's idempotent writes drop repeats.
+                enable_idempotence=s.kafka_enable_idempotence,
                 delivery_timeout_ms=max(120_000, s.kafka_request_timeout_ms + 5_000),
                 linger_ms=5,
                 batch_size=256 * 1024,
