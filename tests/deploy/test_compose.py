@@ -251,3 +251,11 @@ def test_stack_shape():
     assert {"8025:8025", "1025:1025"} <= {interpolate(p) for p in services["mailpit"]["ports"]}
     for name in STAGE_SERVICES | {"kafka", "timescaledb", "mailpit"}:
         assert "healthcheck" in services[name], name
+
+
+def test_alert_evaluator_sees_the_x_fallback_setting():
+    # The producer tags fallback tweets `mock`; the evaluator (in the api service) leaves mock tweets
+    # out only when it sees X_FALLBACK_TO_MOCK too, so both services must get the same value.
+    services = app_services(load_compose())
+    assert services["api"]["environment"]["X_FALLBACK_TO_MOCK"] == \
+        services["producer"]["environment"]["X_FALLBACK_TO_MOCK"]
