@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     notify_poll_seconds: float = Field(0.25, gt=0, description="SQLite: new-row poll interval.")
 
     # --- dashboard ---------------------------------------------------------------------------
+    dashboard_host: str = Field(
+        "127.0.0.1", description="Dashboard bind address for `pipeline run` (0.0.0.0 to expose it)."
+    )
     dashboard_port: int = Field(8501, ge=1, le=65535, description="Dashboard port.")
     dashboard_password: SecretStr | None = Field(None, description="When set, the dashboard asks for it.")
     dashboard_tz: str | None = Field(None, description="Time zone for the dashboard (default: browser's).")
