@@ -50,8 +50,9 @@ def normalise_label(value: Any) -> Label:
     raise ValueError(f"label {value!r} is not negative/neutral/positive or 0/1/2")
 
 
-def _rows(path: Path, text_column: str, label_column: str) -> Iterator[tuple[int, Any, Any]]:
-    """(line number, text, label) for each record of a CSV or JSONL file."""
+def _rows(path: Path, text_column: str, label_column: str,
+          keyword_column: str) -> Iterator[tuple[int, Any, Any, Any]]:
+    """(line number, text, label, keyword or None) for each record of a CSV or JSONL file."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as f:
@@ -62,7 +63,7 @@ def _rows(path: Path, text_column: str, label_column: str) -> Iterator[tuple[int
                 raise LabelledDataError(f"{path}: no column {missing} (columns: {columns})")
             for row in reader:
                 # line_num is where the record ends; texts may span lines.
-                yield reader.line_num, row[text_column], row[label_column]
+                yield reader.line_num, row[text_column], row[label_column], row.get(keyword_column)
     elif suffix in (".jsonl", ".ndjson", ".json"):
         with path.open(encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
@@ -76,19 +77,25 @@ def _rows(path: Path, text_column: str, label_column: str) -> Iterator[tuple[int
                     raise LabelledDataError(
                         f"{path}:{number}: expected an object with {text_column!r} and {label_column!r}"
                     )
-                yield number, record[text_column], record[label_column]
+                yield number, record[text_column], record[label_column], record.get(keyword_column)
     else:
         raise LabelledDataError(f"{path}: unknown format {suffix!r}; use .csv or .jsonl")
 
 
 def read_labelled(path: Path, *, text_column: str = "text", label_column: str = "label",
-                  limit: int | None = None) -> tuple[list[str], list[Label]]:
-    """Texts and gold labels from `path` (the first `limit` records when given)."""
+                  limit: int | None = None, keyword_column: str = "keyword",
+                  subjects: list[str | None] | None = None) -> tuple[list[str], list[Label]]:
+    """Texts and gold labels from `path` (the first `limit` records when given). When `subjects` is
+    a list, each record's keyword (or None) is appended to it, for engines that mask the brand."""
     if not path.is_file():
         raise LabelledDataError(f"{path}: no such file")
     texts: list[str] = []
     gold: list[Label] = []
-    for number, text, label in _rows(path, text_column, label_column):
+    try:
+        records = list(_rows(path, text_column, label_column, keyword_column))
+    except UnicodeDecodeError as exc:
+        raise LabelledDataError(f"{path}: not UTF-8 ({exc})") from exc
+    for number, text, label, keyword in records:
         if limit is not None and len(texts) >= limit:
             break
         try:
@@ -96,6 +103,8 @@ def read_labelled(path: Path, *, text_column: str = "text", label_column: str = 
         except ValueError as exc:
             raise LabelledDataError(f"{path}:{number}: {exc}") from exc
         texts.append("" if text is None else str(text))
+        if subjects is not None:
+            subjects.append(keyword if isinstance(keyword, str) and keyword.strip() else None)
     if not texts:
         raise LabelledDataError(f"{path}: no labelled rows")
     return texts, gold
@@ -135,12 +144,15 @@ def metrics(matrix: Confusion) -> dict[str, Any]:
 
 
 def evaluate(engine: SentimentEngine, texts: Sequence[str], gold: Sequence[Label], *,
-             batch_size: int = 64) -> dict[str, Any]:
-    """Score `texts` in batches of `batch_size` and compare with `gold`."""
+             batch_size: int = 64, subjects: Sequence[str | None] | None = None) -> dict[str, Any]:
+    """Score `texts` in batches of `batch_size` and compare with `gold`. `subjects` are the tracked
+    keywords of the texts (as the processor passes them), when the file has a keyword column."""
     predicted: list[Label] = []
     started = time.perf_counter()
     for start in range(0, len(texts), batch_size):
-        predicted.extend(s.label for s in engine.classify(texts[start:start + batch_size]))
+        batch_subjects = None if subjects is None else subjects[start:start + batch_size]
+        predicted.extend(s.label for s in engine.classify(texts[start:start + batch_size],
+                                                          subjects=batch_subjects))
     seconds = time.perf_counter() - started
     report = metrics(confusion_matrix(gold, predicted))
     report["seconds"] = seconds
@@ -189,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="TORCH_THREADS")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
+    parser.add_argument("--keyword-column", default="keyword",
+                        help="tracked keyword of each row, if any (VADER masks it, as in the processor)")
     return parser
 
 
@@ -210,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, option) is not None:
             overrides[setting] = getattr(args, option)
     try:
+        subjects: list[str | None] = []
         texts, gold = read_labelled(args.file, text_column=args.text_column,
-                                    label_column=args.label_column, limit=args.limit)
+                                    label_column=args.label_column, limit=args.limit,
+                                    keyword_column=args.keyword_column, subjects=subjects)
         settings = get_settings(**overrides)
         started = time.perf_counter()
         engine = make_engine(settings)
@@ -219,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     except (LabelledDataError, EngineUnavailable) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    report = evaluate(engine, texts, gold, batch_size=settings.batch_size)
+    report = evaluate(engine, texts, gold, batch_size=settings.batch_size,
+                      subjects=subjects if any(subjects) else None)
     report["load_s"] = load_s
     report["file"] = str(args.file)
     # CLI output goes to stdout (logs go to stderr), so `--json | jq` sees the JSON line alone.

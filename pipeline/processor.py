@@ -86,7 +86,7 @@ class Processor:
             valid.append((record, raw if text == raw.text else raw.model_copy(update={"text": text})))
         if not valid:
             return [], letters
-        sentiments = self._classify([raw.text for _, raw in valid])
+        sentiments = self._classify([raw.text for _, raw in valid], [raw.keyword for _, raw in valid])
         now = datetime.now(UTC)
         name = self.engine.name
         out: list[AnalyzedTweet] = []
@@ -106,10 +106,10 @@ class Processor:
                 letters.append(letter_for(record, stage=STAGE, reason=reason))
         return out, letters
 
-    def _classify(self, texts: list[str]) -> list:
+    def _classify(self, texts: list[str], subjects: list[str]) -> list:
         """One result per text: a Sentiment, or the exception that text raised on its own."""
         try:
-            result = self.engine.classify(texts)
+            result = self.engine.classify(texts, subjects=subjects)
             if len(result) != len(texts):
                 raise InvalidMessage(f"engine returned {len(result)} results for {len(texts)} texts")
             return list(result)
@@ -119,9 +119,9 @@ class Processor:
             logger.warning("batch of %d failed to classify (%s); classifying one by one", len(texts),
                            describe(exc))
             out: list = []
-            for text in texts:
+            for text, subject in zip(texts, subjects, strict=True):
                 try:
-                    out.extend(self.engine.classify([text]))
+                    out.extend(self.engine.classify([text], subjects=[subject]))
                 except Exception as one:  # noqa: BLE001
                     out.append(one)
             return out

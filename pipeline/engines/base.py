@@ -24,6 +24,11 @@ class SentimentEngine(Protocol):
     #: Stored with every row, e.g. "vader" or "transformer:cardiffnlp/twitter-roberta-base-...".
     name: str
 
-    def classify(self, texts: Sequence[str]) -> list[Sentiment]:
-        """Score a batch of texts; the result has one entry per text, in order."""
+    def classify(self, texts: Sequence[str], *,
+                 subjects: Sequence[str | None] | None = None) -> list[Sentiment]:
+        """Score a batch of texts; the result has one entry per text, in order.
+
+        `subjects`, when given, is the tracked keyword each text matched (one per text). An engine
+        may use it so that the brand's own name does not count as an opinion about the brand.
+        """
         ...

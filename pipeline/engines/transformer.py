@@ -220,7 +220,11 @@ class TransformerEngine:
             "HF_HOME) or to a local directory saved with save_pretrained; or set SENTIMENT_ENGINE=vader."
         )
 
-    def classify(self, texts: Sequence[str]) -> list[Sentiment]:
+    def classify(self, texts: Sequence[str], *,
+                 subjects: Sequence[str | None] | None = None) -> list[Sentiment]:
+        # `subjects` is not used: the model read brand names in context during training, and
+        # masking them would take its input away from what it learned on (handles are already
+        # `@user` by the model card's preprocessing).
         if not texts:
             return []
         torch = self._torch

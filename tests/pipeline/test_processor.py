@@ -52,10 +52,10 @@ class FlakyEngine:
     def __init__(self) -> None:
         self.inner = VaderEngine()
 
-    def classify(self, texts):
+    def classify(self, texts, *, subjects=None):
         if any("boom" in t for t in texts):
             raise RuntimeError("engine exploded")
-        return self.inner.classify(texts)
+        return self.inner.classify(texts, subjects=subjects)
 
 
 def test_a_text_that_breaks_the_engine_is_isolated(make_settings):
