@@ -28,9 +28,8 @@ def make_engine(settings: Settings) -> SentimentEngine:
         if choice == "transformer":
             raise
         logger.warning(
-            "!!! SENTIMENT_ENGINE=auto: the transformer model could not be loaded (%s); "
-            "falling back to VADER. Rows scored now are stored with engine='vader'. "
-            "Set MODEL_NAME to a reachable model id or local directory to use the transformer.",
+            "!!! SENTIMENT_ENGINE=auto: falling back to VADER, because the transformer model could "
+            "not be loaded: %s. Rows scored now are stored with engine='vader'.",
             exc,
         )
         from pipeline.engines.vader import VaderEngine
