@@ -12,6 +12,20 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 SESSION_KEY = "_sp_authenticated"
+READ_ONLY_NOTE = ("Editing is off: API_KEY is set, so set DASHBOARD_PASSWORD to edit from the dashboard "
+                  "(or use the API with the key)")
+
+
+def _secret(value) -> str:
+    return value.get_secret_value() if value else ""
+
+
+def can_edit(settings: Settings) -> bool:
+    """May this page write (track keywords, change alert rules, send a test email)? The dashboard
+    writes to the database directly, past the API's key check, so with API_KEY set it may only
+    write behind DASHBOARD_PASSWORD (which `require_password` has already made the visitor give);
+    with neither set, writes are as open as the API's."""
+    return not _secret(settings.api_key) or bool(_secret(settings.dashboard_password))
 
 
 def password_matches(given: str, secret: str) -> bool:
@@ -21,7 +35,7 @@ def password_matches(given: str, secret: str) -> bool:
 
 def require_password(settings: Settings) -> None:
     """Return when the visitor may see the dashboard; otherwise draw the login form and stop the run."""
-    secret = settings.dashboard_password.get_secret_value() if settings.dashboard_password else ""
+    secret = _secret(settings.dashboard_password)
     if not secret or st.session_state.get(SESSION_KEY):
         return
     st.title("StreamPulse")

@@ -21,6 +21,7 @@ from api.alerts.rules import (
     validation_message,
 )
 from dashboard import state
+from dashboard.auth import READ_ONLY_NOTE
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,9 @@ def _alerts():
     return alerts
 
 
-def render(db, settings: Settings, tracked: list[str]) -> None:
+def render(db, settings: Settings, tracked: list[str], *, editable: bool = True) -> None:
+    """The rules table, and unless `editable` is False (read-only dashboard) the editor, the
+    enable/delete actions and the test email; read-only, none of those is drawn, so none can run."""
     alerts = _alerts()
     apply_pending_pick()
     flash = st.session_state.pop("_sp_rule_flash", None)
@@ -66,7 +69,10 @@ def render(db, settings: Settings, tracked: list[str]) -> None:
     if rules:
         st.dataframe(pd.DataFrame([_rule_row(r) for r in rules]), hide_index=True, key="rules_table")
     else:
-        st.caption("No alert rules yet: create one below.")
+        st.caption("No alert rules yet: create one below." if editable else "No alert rules yet.")
+    if not editable:
+        st.info(READ_ONLY_NOTE + ".")
+        return
 
     by_id = {str(r.id): r for r in rules}
     options = [NEW, *by_id]

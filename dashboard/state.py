@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -155,8 +156,33 @@ def default_selection(infos: Sequence[Any], *, limit: int = 4) -> list[str]:
 
 
 def clean_term(term: str | None) -> str:
-    """A search term as typed, trimmed and with inner whitespace collapsed; '' when empty."""
-    return " ".join((term or "").split())[:200]
+    """A search term as typed, trimmed and with inner whitespace collapsed; '' when empty. Not cut
+    short: a term that is too long is refused by `term_problem`, never silently shortened."""
+    return " ".join((term or "").split())
+
+
+#: Control (Cc), surrogate (Cs) and format (Cf: zero-width, bidi) characters. api/params.clean_term
+#: refuses them all; checked here again so the dashboard never stores one even if that rule moved.
+_INVISIBLE = ("Cc", "Cs", "Cf")
+
+
+def term_problem(term: str | None) -> str | None:
+    """Why `term` cannot be searched or tracked, or None when it can: the API's own rules for a
+    keyword (api/params.clean_term: not empty, at most 200 characters, no control or format
+    characters), so the dashboard never stores what POST /keywords would refuse (422)."""
+    from api.params import BadParameter
+    from api.params import clean_term as api_clean_term
+
+    try:
+        cleaned = api_clean_term(term, param="keyword")
+    except BadParameter as exc:
+        return f"The keyword {exc.message}."
+    if cleaned is None:
+        return "The keyword is empty."
+    bad = sorted({f"U+{ord(ch):04X}" for ch in cleaned if unicodedata.category(ch) in _INVISIBLE})
+    if bad:
+        return f"The keyword contains invisible control or format characters ({', '.join(bad[:5])})."
+    return None
 
 
 # --- KPI formatting --------------------------------------------------------------------------------
@@ -188,15 +214,30 @@ class StatusLine:
         return " · ".join(self.parts)
 
 
+#: Heartbeat rows older than this are a previous run's leftovers, not a stage that just went silent.
+FORGET_AFTER = timedelta(hours=1)
+
+
+def is_stopped(heartbeat: Any) -> bool:
+    """True when the stage said it shut down cleanly (pipeline/stage.py writes details
+    {"state": "stopped"} on a clean stop)."""
+    return (heartbeat.details or {}).get("state") == "stopped"
+
+
 def status_line(*, heartbeats: Sequence[Any], mode: str, latest: datetime | None, now: datetime,
-                zone: str, stale_after: timedelta, stored_engines: Sequence[str] = ()) -> StatusLine:
+                zone: str, stale_after: timedelta, stored_engines: Sequence[str] = (),
+                forget_after: timedelta = FORGET_AFTER) -> StatusLine:
     """Engine and model, DB mode, the last tweet, ingest rate, processing lag and any X rate-limit
-    pause, from the stage heartbeats. A stage whose heartbeat is older than `stale_after` is named
-    as silent rather than shown with stale numbers as if they were current."""
+    pause, from the stage heartbeats. Only a running stage whose heartbeat is older than
+    `stale_after` is warned about as silent; a stage that stopped cleanly is just named as stopped,
+    and one not heard of for `forget_after` (an earlier run's row) is left out."""
     parts: list[str] = []
     warnings: list[str] = []
-    live = [h for h in heartbeats if h.last_seen is not None and now - _as_utc(h.last_seen) <= stale_after]
-    silent = [h for h in heartbeats if h not in live]
+    live = [h for h in heartbeats if h.last_seen is not None and now - _as_utc(h.last_seen) <= stale_after
+            and not is_stopped(h)]
+    stopped = [h for h in heartbeats if is_stopped(h)]
+    silent = [h for h in heartbeats if h not in live and not is_stopped(h)
+              and h.last_seen is not None and now - _as_utc(h.last_seen) <= forget_after]
 
     engines = sorted({h.engine for h in live if h.engine})
     if not engines:
@@ -228,6 +269,8 @@ def status_line(*, heartbeats: Sequence[Any], mode: str, latest: datetime | None
         if details.get("fallback_active"):
             warnings.append(f"The {h.stage} stage is filling in with mock tweets (source=mock, never "
                             f"alerted on) while X is unavailable.")
+    if stopped:
+        parts.append("stopped: " + ", ".join(sorted({h.stage for h in stopped})))
     if not heartbeats:
         warnings.append(f"No pipeline stage has reported yet. Start one with `{RUN_HINT}` "
                         f"or `{PRODUCER_HINT}`.")

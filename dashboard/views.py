@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from dashboard import cache as dcache
 from dashboard import state
-from dashboard.auth import require_password
+from dashboard.auth import READ_ONLY_NOTE, can_edit, require_password
 from dashboard.loader import ViewData, ViewParams, load_view
 from pipeline.errors import StreamPulseError
 from pipeline.settings import Settings
@@ -127,9 +127,12 @@ def _on_search(known: list[str]) -> None:
         st.session_state["kw_select"] = [match]
 
 
-def _track(db, term: str) -> None:
+def _track(db, term: str, settings: Settings) -> None:
     from db import writes
 
+    # Checked again here, not only by hiding the button: the write must never run read-only.
+    if not can_edit(settings) or state.term_problem(term):
+        return
     writes.add_keyword(db, term)
     dcache.clear_queries()
     st.session_state["kw_select"] = [term]
@@ -149,11 +152,21 @@ def sidebar(settings: Settings, db, reader) -> Controls:
                   placeholder="any term, e.g. United", help="A tracked keyword focuses the charts on it; "
                   "any other term searches the stored tweets' text.")
     term = state.clean_term(st.session_state.get("term"))
+    problem = state.term_problem(term) if term else None
+    if problem:
+        # Neither searched nor offered for tracking: the API would refuse it too (422).
+        sb.error(f"{problem} Nothing was searched or tracked.")
+        term = ""
     match = state.match_keyword(term, known)
     tracked = {k.keyword for k in known_infos if k.tracked}
+    editable = can_edit(settings)
     if term and (match is None or match not in tracked):
-        sb.button(f"Track “{term}”", on_click=_track, args=(db, match or term), key="track",
-                  help="Add it to the tracked keywords (stored; producers start collecting it).")
+        sb.button(f"Track “{term}”", on_click=_track if editable else None,
+                  args=(db, match or term, settings), key="track", disabled=not editable,
+                  help="Add it to the tracked keywords (stored; producers start collecting it)."
+                  if editable else READ_ONLY_NOTE)
+        if not editable:
+            sb.caption(READ_ONLY_NOTE + ".")
     flash = st.session_state.pop("_sp_flash", None)
     if flash:
         sb.success(flash)
@@ -361,6 +374,7 @@ def alerts_section(db, settings: Settings, reader) -> None:
     st.header("Alerts")
     rules_tab, events_tab = st.tabs(["Threshold rules", "Latest alert events"])
     with rules_tab:
-        rules_editor.render(db, settings, [k.keyword for k in reader.keywords() if k.tracked])
+        rules_editor.render(db, settings, [k.keyword for k in reader.keywords() if k.tracked],
+                            editable=can_edit(settings))
     with events_tab:
         rules_editor.render_events(db, settings)

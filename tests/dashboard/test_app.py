@@ -388,3 +388,97 @@ def test_invalid_settings_are_named_not_traced(filled_db, app_env):
     at = run(new_app())
     assert len(at.error) == 1 and "DASHBOARD_REFRESH_SECONDS" in at.error[0].value
     assert not at.get("plotly_chart")
+
+
+def _create_rule(d, keyword: str = "United"):
+    from api.alerts.rules import AlertRuleCreate
+    from db.alerts import create_rule
+
+    return create_rule(d.db, rule=AlertRuleCreate(keyword=keyword, metric="avg_score_below", threshold=-0.3))
+
+
+def test_api_key_without_password_makes_the_dashboard_read_only(filled_db, app_env):
+    """The page writes to the database directly, past the API key: with API_KEY set and no
+    DASHBOARD_PASSWORD, anyone reaching it must not change tracking or alert rules."""
+    from dashboard.auth import READ_ONLY_NOTE
+    from db.alerts import list_rules
+    from db.queries import keywords
+
+    rule = _create_rule(filled_db)
+    app_env(filled_db.url, API_KEY="s3cret-key")
+    at = run(new_app())
+    assert frame(at, "counts_table") is not None and len(at.get("plotly_chart")) == 4  # reading works
+    assert READ_ONLY_NOTE in texts(at.info)
+    labels = {b.label for b in at.button}
+    assert "Create rule" not in labels and f"Save rule #{rule.id}" not in labels
+    keys = {b.key for b in at.button}
+    assert not keys & {"test_email", f"toggle_{rule.id}", f"delete_{rule.id}"}, keys
+
+    at.text_input(key="term").input("luggage")
+    run(at)
+    track = at.button(key="track")
+    assert track.disabled and READ_ONLY_NOTE in texts(at.sidebar.caption)
+    # A browser cannot click it; a forged widget message (simulated by lifting the flag) still
+    # writes nothing.
+    track.proto.disabled = False
+    track.click()
+    run(at)
+    assert not any(k.keyword == "luggage" and k.tracked for k in keywords(filled_db.db))
+    assert "Now tracking" not in texts(at.success)
+    assert [(r.id, r.enabled) for r in list_rules(filled_db.db)] == [(rule.id, True)]
+
+
+def test_api_key_with_password_lets_the_signed_in_user_edit(filled_db, app_env):
+    from db.queries import keywords
+
+    rule = _create_rule(filled_db)
+    app_env(filled_db.url, API_KEY="s3cret-key", DASHBOARD_PASSWORD="correct horse")
+    at = run(new_app())
+    at.text_input(key="_sp_password").input("correct horse")
+    _button(at, "Sign in").click()
+    run(at)
+    assert "Editing is off" not in texts(at.info)
+    assert {"Create rule", "Send test email"} <= {b.label for b in at.button}
+    at.selectbox(key="rule_pick").set_value(str(rule.id))
+    run(at)
+    assert at.button(key=f"toggle_{rule.id}") is not None
+    at.text_input(key="term").input("luggage")
+    run(at)
+    assert not at.button(key="track").disabled
+    at.button(key="track").click()
+    run(at)
+    assert any(k.keyword == "luggage" and k.tracked for k in keywords(filled_db.db))
+
+
+@pytest.mark.parametrize(("term", "reason"), [
+    ("y" * 300, "longer than 200 characters"),
+    ("Uni\u200bted", "U+200B"),
+    ("bad\x07term", "U+0007"),
+], ids=["too-long", "zero-width", "control"])
+def test_an_invalid_term_is_refused_and_nothing_is_tracked(filled_db, app_env, term, reason):
+    from db.queries import keywords
+
+    app_env(filled_db.url)
+    at = run(new_app())
+    before = [(k.keyword, k.tracked) for k in keywords(filled_db.db)]
+    at.text_input(key="term").input(term)
+    run(at)
+    assert any(reason in e.value for e in at.sidebar.error), texts(at.sidebar.error)
+    assert not [b for b in at.button if b.key == "track"]  # not offered for tracking
+    assert "Now tracking" not in texts(at.success)
+    assert [(k.keyword, k.tracked) for k in keywords(filled_db.db)] == before
+    assert metric(at, "Tweets") == "43"  # the page shows the keywords chosen, not a bogus search
+
+
+def test_tweets_table_shows_each_tweets_source(filled_db, app_env):
+    """Mock tweets and replayed real ones in one database are told apart by the source column."""
+    filled_db.write([analyzed(id="mock-1", keyword="United", text="United mock tweet", label="neutral",
+                              created_at=datetime.now(UTC) - timedelta(seconds=10), source="mock")])
+    app_env(filled_db.url)
+    at = run(new_app())
+    shown = frame(at, "tweets_table")
+    assert "source" in shown.columns
+    by_id = dict(zip(shown["id"], shown["source"], strict=True))
+    assert by_id["mock-1"] == "mock" and by_id["lug-1"] == "replay"
+    data = at.download_button(key="csv_download").proto.url  # served by the media manager
+    assert data  # the CSV's columns are checked in test_state and in the Chromium test

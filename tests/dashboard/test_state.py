@@ -93,7 +93,7 @@ def test_status_line_names_engine_mode_rate_lag_and_rate_limit_pause():
 
 
 def test_status_line_flags_silent_stages_and_no_stages():
-    old = HB("processor", "p1", "vader", 1.0, 0, last_seen=NOW - timedelta(hours=2))
+    old = HB("processor", "p1", "vader", 1.0, 0, last_seen=NOW - timedelta(minutes=2))
     line = state.status_line(heartbeats=[old], mode="sqlite", latest=None, now=NOW, zone="UTC",
                              stale_after=timedelta(seconds=30))
     assert "last tweet never" in line.text
@@ -102,6 +102,51 @@ def test_status_line_flags_silent_stages_and_no_stages():
     empty = state.status_line(heartbeats=[], mode="sqlite", latest=None, now=NOW, zone="UTC",
                               stale_after=timedelta(seconds=30))
     assert any(state.PRODUCER_HINT in w for w in empty.warnings)
+
+
+def test_status_line_does_not_warn_about_stopped_or_long_gone_stages():
+    """After a clean stop (details state=stopped) or an earlier run's row (> 1 h old), no warning:
+    only a running stage that went silent is one."""
+    stopped = HB("ingestor", "ingestor@vm:4766", None, 0.0, 0, {"state": "stopped", "total": 40},
+                 last_seen=NOW - timedelta(minutes=2))
+    gone = HB("processor", "processor@vm:4000", "vader", 1.0, 0, last_seen=NOW - timedelta(hours=3))
+    silent = HB("producer-mock", "mock@vm:5000", None, 2.0, None, last_seen=NOW - timedelta(minutes=2))
+    line = state.status_line(heartbeats=[stopped, gone, silent], mode="sqlite", latest=None, now=NOW,
+                             zone="UTC", stale_after=timedelta(seconds=30))
+    assert line.warnings == ["The producer-mock stage (mock@vm:5000) last reported 2 min ago."]
+    assert "stopped: ingestor" in line.text
+    # A stopped stage that beat a moment ago is not counted as live either (its rate is not current).
+    fresh_stop = HB("ingestor", "i2", None, 9.0, 0, {"state": "stopped"},
+                    last_seen=NOW - timedelta(seconds=1))
+    line = state.status_line(heartbeats=[fresh_stop], mode="sqlite", latest=None, now=NOW, zone="UTC",
+                             stale_after=timedelta(seconds=30))
+    assert line.warnings == [] and "ingest 9.0" not in line.text and "stopped: ingestor" in line.text
+
+
+@pytest.mark.parametrize(("term", "reason"), [
+    ("y" * 201, "longer than 200 characters"),
+    ("   ", "empty"),
+    ("bad\x07term", "U+0007"),
+    ("Uni\u200bted", "U+200B"),
+    ("\u202eteltsE", "U+202E"),
+], ids=["too-long", "blank", "control", "zero-width", "bidi"])
+def test_term_problem_refuses_what_the_api_refuses(term, reason):
+    assert reason in state.term_problem(term)
+
+
+def test_term_problem_accepts_a_200_character_term_and_accents():
+    assert state.term_problem("y" * 200) is None
+    assert state.term_problem("Café Zürich ✈") is None
+    assert state.clean_term("y" * 300) == "y" * 300  # not silently shortened: refused instead
+
+
+def test_tweet_records_and_csv_carry_the_source():
+    rows = [Row("1", "United", NOW, "mock one", "neutral", 0.0, source="mock"),
+            Row("2", "United", NOW, "real one", "negative", -0.5, source="x")]
+    records = state.tweet_records(rows, "UTC")
+    assert [r["source"] for r in records] == ["mock", "x"]
+    parsed = list(csv.DictReader(io.StringIO(state.tweets_csv(records).decode("utf-8-sig"))))
+    assert [r["source"] for r in parsed] == ["mock", "x"]
 
 
 @dataclass
