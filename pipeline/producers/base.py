@@ -7,11 +7,14 @@ keywords=None, ...)`, which runs until its input ends or `stop` is set.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from pydantic_core import PydanticSerializationError
 
 from pipeline.bus.base import Bus, BusProducer
 from pipeline.contracts import RawTweet, encode
@@ -27,6 +30,16 @@ logger = logging.getLogger(__name__)
 FLUSH_EVERY = 2000  # messages: bounds what one failed flush has to re-send
 FLUSH_SECONDS = 0.25  # a slow stream is still delivered promptly (latency)
 KEYWORD_REFRESH_SECONDS = 5.0  # how soon a keyword added in the dashboard/API gets tweets
+
+
+def encode_raw(tweet: RawTweet) -> bytes:
+    """The wire bytes of `tweet`. Text with a lone surrogate (a JSON `\\ud83d` escape in an export)
+    cannot be UTF-8 encoded; json.dumps escapes it as ASCII, so it still goes on the bus and the
+    processor's text hygiene (pipeline/text.py) replaces it with U+FFFD."""
+    try:
+        return encode(tweet)
+    except (PydanticSerializationError, UnicodeEncodeError):
+        return json.dumps(tweet.model_dump(mode="json")).encode("ascii")
 
 
 class Publisher:
@@ -48,7 +61,7 @@ class Publisher:
         self.sent = 0
 
     def send(self, tweet: RawTweet) -> None:
-        self.send_raw(tweet.id, encode(tweet))
+        self.send_raw(tweet.id, encode_raw(tweet))
 
     def send_raw(self, key: str, value: bytes) -> None:
         self._unacked.append((key, value))
@@ -110,6 +123,14 @@ def publish_all(settings: Settings, *, bus: Bus, db: Database | None, stop: thre
     except StageStopped:
         logger.info("%s: stopped before it started", stage)
         return 0
+    finished = threading.Event()
+
+    def keep_beating() -> None:
+        # A paced replay waits between tweets (a data gap can be minutes): the stage is alive meanwhile.
+        while not finished.wait(settings.heartbeat_interval_seconds):
+            monitor.tick()
+
+    threading.Thread(target=keep_beating, name=f"{stage}-keepalive", daemon=True).start()
     try:
         for tweet in tweets:
             if details is not None:
@@ -124,6 +145,7 @@ def publish_all(settings: Settings, *, bus: Bus, db: Database | None, stop: thre
     except StageStopped:
         logger.info("%s: stop requested while retrying", stage)
     finally:
+        finished.set()
         publisher.close()
         logger.info("%s stopped: %d tweets published", stage, publisher.sent)
     return publisher.sent

@@ -11,15 +11,24 @@
   file and speed, so a restarted replay re-sends the same (id, keyword, created_at) -- an idempotent
   no-op in the DB -- catches up to the live position, and carries on. Without --retime the original
   timestamps are kept.
-- Rows without a timestamp are stamped with the time they are sent.
+- created_at may be ISO 8601 (`Z` or an offset; naive = UTC), `2015-02-24 11:35:52 -0800`, Twitter v1
+  (`Tue Feb 24 11:40:00 +0000 2015`), or epoch seconds (milliseconds from 1e11 up) as a number or
+  digits. A row whose created_at is present but none of these (or out of range) is sent on with the
+  value unparsed, so the processor dead-letters it with a `created_at: ...` reason; it is never
+  silently stamped "now". Only a row with NO created_at is stamped with the time it is sent.
+- A line that is not UTF-8 (CSV or JSONL) or not a JSON object (JSONL) is sent on as its raw bytes, so
+  the processor dead-letters it ("not UTF-8" / "not JSON"); the rest of the file is replayed.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from pipeline.bus.base import Bus
 from pipeline.contracts import Label, RawTweet, derive_id, utc
@@ -71,54 +80,147 @@ class Row:
     created_raw: str | None
     keyword: str | None
     label: Label | None
+    raw: bytes | None = None  # a line that is not UTF-8 / not JSON: sent on as is, to be dead-lettered
+    time_error: str | None = None  # created_at present but unreadable: sent on unparsed ...
+    time_value: Any = None  # ... as this original value
+
+
+_DIGITS = re.compile(r"[+-]?\d+(\.\d+)?")
+_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S %z", "%a %b %d %H:%M:%S %z %Y")
+_MS_FROM = 1e11  # epoch seconds this large are year 5138: such a number is milliseconds
+_BAD_BYTES = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of non-UTF-8 bytes
+_DATETIME = TypeAdapter(datetime)
+
+
+class BadTime(ValueError):
+    """A created_at that is present but not a timestamp this replayer can read."""
+
+
+def _from_epoch(value: float) -> datetime:
+    if not math.isfinite(value):
+        raise BadTime(f"{value} is not a timestamp")
+    seconds = value / 1000 if value >= _MS_FROM else value
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise BadTime(f"epoch {value!r} is out of range") from exc
 
 
 def _parse_time(value: Any) -> datetime | None:
+    """None when created_at is missing; raises BadTime when it is present but unreadable."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise BadTime(f"{value!r} is not a timestamp")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value), UTC)
-    text = str(value).strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
+        return _from_epoch(float(value))
+    text = value.strip()
+    if _DIGITS.fullmatch(text):
+        return _from_epoch(float(text))
+    iso = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
     try:
-        return utc(datetime.fromisoformat(text))
+        return utc(datetime.fromisoformat(iso))
     except ValueError:
+        pass
+    for fmt in _TIME_FORMATS:
         try:
-            return utc(datetime.strptime(text, "%Y-%m-%d %H:%M:%S %z"))
+            return utc(datetime.strptime(text, fmt))
         except ValueError:
-            return None
+            continue
+    raise BadTime(f"{text[:80]!r} is not a timestamp (ISO 8601, Twitter v1 or epoch seconds/ms)")
+
+
+def _unparsed_on_the_wire(value: Any) -> str:
+    """created_at as sent for a row whose timestamp could not be read: the original text, made sure
+    to be rejected by the contract (pydantic would read some numbers differently, e.g. as ms)."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    try:
+        _DATETIME.validate_python(text)
+    except ValidationError:
+        return text
+    return f"unreadable timestamp {text}"
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _csv_records(path: Path, text_column: str) -> list[dict[str, Any] | bytes]:
+    """CSV rows as dicts; a row with bytes that are not UTF-8 as its raw bytes (re-joined as CSV)."""
+    data = path.read_bytes()
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    # surrogateescape keeps undecodable bytes (as U+DC80..U+DCFF) so one bad row costs only itself
+    reader = csv.DictReader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=""))
+    if reader.fieldnames is None or text_column not in reader.fieldnames:
+        raise ConfigError(f"{path}: no {text_column!r} column (set REPLAY_TEXT_COLUMN); "
+                          f"columns are {reader.fieldnames}")
+    records: list[dict[str, Any] | bytes] = []
+    for rec in reader:
+        values: list[str] = []
+        for value in rec.values():
+            values.extend(value if isinstance(value, list) else ["" if value is None else value])
+        if any(_BAD_BYTES.search(v) for v in values):
+            buf = io.StringIO()
+            csv.writer(buf).writerow(values)
+            records.append(buf.getvalue().rstrip("\r\n").encode("utf-8", "surrogateescape"))
+        else:
+            records.append(rec)
+    return records
+
+
+def _jsonl_records(path: Path) -> list[dict[str, Any] | bytes]:
+    """One JSON object per line; a line that is not UTF-8 or not a JSON object as its raw bytes."""
+    records: list[dict[str, Any] | bytes] = []
+    with path.open("rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if lineno == 1 and line.startswith(_BOM):
+                line = line[len(_BOM):]
+            raw = line.rstrip(b"\r\n")
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                logger.warning("%s:%d: %s; sending the line on to be dead-lettered", path, lineno,
+                               "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "not JSON")
+                records.append(raw)
+                continue
+            records.append(obj if isinstance(obj, dict) else raw)
+    return records
+
+
+def check_file(path: Path, settings: Settings) -> None:
+    """Raise ConfigError unless `path` is a replayable file (exists, known suffix, CSV has the text
+    column): checked before anything starts, so a typo is one clear error line."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise ConfigError(f"replay file {path} does not exist (--file)")
+    if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
+        raise ConfigError(f"replay file {path} must end in .csv or .jsonl")
+    if suffix == ".csv":
+        with path.open("rb") as fh:
+            head = fh.readline().decode("utf-8-sig", "replace")
+        columns = next(csv.reader([head]), [])
+        if settings.replay_text_column not in columns:
+            raise ConfigError(f"{path}: no {settings.replay_text_column!r} column (set REPLAY_TEXT_COLUMN); "
+                              f"columns are {columns}")
 
 
 def read_rows(path: Path, settings: Settings) -> list[Row]:
     """Read a .csv or .jsonl/.ndjson/.json file into rows sorted by created_at."""
     s = settings
-    suffix = path.suffix.lower()
-    if not path.exists():
-        raise ConfigError(f"replay file {path} does not exist")
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None or s.replay_text_column not in reader.fieldnames:
-                raise ConfigError(f"{path}: no {s.replay_text_column!r} column (set REPLAY_TEXT_COLUMN); "
-                                  f"columns are {reader.fieldnames}")
-            records = list(reader)
-    elif suffix in (".jsonl", ".ndjson", ".json"):
-        records = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{lineno}: not a JSON object per line: {exc}") from exc
-                records.append(obj if isinstance(obj, dict) else {})
+    check_file(path, s)
+    if path.suffix.lower() == ".csv":
+        records = _csv_records(path, s.replay_text_column)
     else:
-        raise ConfigError(f"replay file {path} must end in .csv or .jsonl")
+        records = _jsonl_records(path)
     rows: list[Row] = []
     unknown_labels: set[str] = set()
     for n, rec in enumerate(records, 1):
+        if isinstance(rec, bytes):
+            rows.append(Row(n=n, id=None, text=None, created_at=None, created_raw=None, keyword=None,
+                            label=None, raw=rec))
+            continue
         raw_label = rec.get(s.replay_label_column)
         label = None
         if raw_label not in (None, ""):
@@ -126,12 +228,17 @@ def read_rows(path: Path, settings: Settings) -> list[Row]:
             if label is None:
                 unknown_labels.add(str(raw_label))
         created_raw = rec.get(s.replay_created_at_column)
+        try:
+            created_at, time_error = _parse_time(created_raw), None
+        except BadTime as exc:
+            created_at, time_error = None, str(exc)
         rid = rec.get(s.replay_id_column)
         keyword = rec.get(s.replay_keyword_column)
         rows.append(Row(n=n, id=str(rid).strip() if rid not in (None, "") else None,
-                        text=rec.get(s.replay_text_column), created_at=_parse_time(created_raw),
+                        text=rec.get(s.replay_text_column), created_at=created_at,
                         created_raw=None if created_raw in (None, "") else str(created_raw),
-                        keyword=str(keyword).strip() if keyword not in (None, "") else None, label=label))
+                        keyword=str(keyword).strip() if keyword not in (None, "") else None, label=label,
+                        time_error=time_error, time_value=created_raw if time_error else None))
     if unknown_labels:
         logger.warning("%s: labels %s are not negative/neutral/positive; gold_label left empty", path,
                        sorted(unknown_labels)[:5])
@@ -173,6 +280,11 @@ def replay_tweets(rows: list[Row], settings: Settings, stop: threading.Event, *,
     for row in rows:
         if stop.is_set():
             return
+        if row.raw is not None:
+            logger.warning("replay row %d is not UTF-8 or not a JSON object; sending it to be dead-lettered",
+                           row.n)
+            yield "replay-" + hashlib.sha256(row.raw).hexdigest()[:32], row.raw
+            continue
         offset = (row.created_at - t0).total_seconds() if row.created_at is not None and t0 else None
         if speed is not None and offset is not None:
             wait = wall0 + offset / speed - time.time()
@@ -188,6 +300,12 @@ def replay_tweets(rows: list[Row], settings: Settings, stop: threading.Event, *,
         }
         data["id"] = row.id or (derive_id(source="replay", keyword=kw or "", text=str(row.text or ""),
                                           created_at=row.created_raw or f"row{row.n}"))
+        if row.time_error is not None:
+            logger.warning("replay row %d: created_at %s; sending it to be dead-lettered", row.n,
+                           row.time_error)
+            data["created_at"] = _unparsed_on_the_wire(row.time_value)
+            yield data["id"], json.dumps(data, default=str).encode("utf-8")
+            continue
         try:
             yield RawTweet.model_validate(data)
         except ValidationError as exc:
@@ -202,6 +320,7 @@ def run_replay_producer(settings: Settings, *, bus: Bus, db: Database | None, st
     """Entry point for `produce --source replay`: returns when the file is done (or on stop)."""
     path = Path(file)
     pace = parse_speed(speed)
+    check_file(path, settings)
     rows = read_rows(path, settings)
     keyword = (keywords or settings.keywords or [None])[0]
     anchor = load_anchor(db, anchor_key(path, pace)) if retime else None
