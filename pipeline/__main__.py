@@ -95,28 +95,34 @@ def cmd_produce(settings: Settings, args: argparse.Namespace, stop: threading.Ev
     if settings.embedded:
         raise ConfigError(NEEDS_KAFKA.format(cmd="produce"))
     from pipeline.bus import make_bus
-    from pipeline.runner import producer_target
-    from pipeline.stage import open_db
+    from pipeline.runner import check_source_options, producer_target
+    from pipeline.stage import StageMonitor, open_db
 
+    check_source_options(settings, source=args.source, file=args.file, speed=args.speed)
     db = open_db(settings, stop)
     target = producer_target(settings, source=args.source, bus=make_bus(settings), db=db, stop=stop,
                              file=args.file, speed=args.speed, retime=args.retime,
                              keywords=_keywords(args.keywords))
     target()
+    StageMonitor(f"producer-{args.source}", settings, db=lambda: db).mark_stopped()
     return 0
 
 
 def cmd_stage(settings: Settings, args: argparse.Namespace, stop: threading.Event) -> int:
     if settings.embedded:
         raise ConfigError(NEEDS_KAFKA.format(cmd=args.command))
+    stage: Any
     if args.command == "process":
         from pipeline.processor import Processor
 
-        Processor(settings, group_id=args.group_id).run(stop)
+        stage = Processor(settings, group_id=args.group_id)
     else:
         from pipeline.ingestor import Ingestor
 
-        Ingestor(settings, group_id=args.group_id).run(stop)
+        stage = Ingestor(settings, group_id=args.group_id)
+    stage.run(stop)
+    if stage.monitor is not None:
+        stage.monitor.mark_stopped()
     return 0
 
 
@@ -133,10 +139,15 @@ def _out(line: str) -> None:
 
 
 def cmd_dead_letters(settings: Settings, args: argparse.Namespace, stop: threading.Event) -> int:
+    from db.database import open_database
     from pipeline import deadletters
-    from pipeline.stage import open_db
+    from pipeline.stage import describe, safe_url
 
-    db = open_db(settings, stop)
+    try:  # once, not retried: a person is waiting at the terminal (like `python -m db init`)
+        db = open_database(settings)
+    except Exception as exc:
+        where = safe_url(settings.database_url)
+        raise ConfigError(f"database {where} is unreachable: {describe(exc)}") from exc
     if args.action == "list":
         if args.all:
             from db.queries import dead_letters

@@ -9,7 +9,9 @@ A stage is healthy when a heartbeat row of that stage (`processor`, or `producer
 `producer-x`/`producer-mock`/`producer-replay`) written from THIS host (the container's hostname is
 part of the instance name) is younger than `--max-age` seconds (default: 3 heartbeat intervals,
 at least 15 s). So with `--scale processor=3` each replica is judged by its own row. A producer
-paused by the X rate limit is alive and healthy; the line says until when it is paused.
+paused by the X rate limit is alive and healthy; the line says until when it is paused. A stage that
+shut down cleanly (heartbeat details {"state": "stopped"}) is not running: exit 1, "stopped at ...".
+An --url that is not http(s)://host... or an unknown --stage is a usage error: exit 2.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import socket
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +64,9 @@ def check_stage(settings: Settings, *, stage: str, host: str | None = None, max_
         where = f" from host {host}" if host else ""
         return HealthResult(False, f"{stage}: no heartbeat{where} yet")
     newest = max(rows, key=lambda h: h.last_seen)
+    if (newest.details or {}).get("state") == "stopped":
+        at = newest.details.get("stopped_at") or newest.last_seen.isoformat()
+        return HealthResult(False, f"{newest.instance}: not running, stopped at {at}")
     age = (now - newest.last_seen).total_seconds()
     if age > limit:
         return HealthResult(False, f"{newest.instance}: last heartbeat {age:.0f}s ago (limit {limit:.0f}s)")
@@ -79,13 +85,24 @@ def check_stage(settings: Settings, *, stage: str, host: str | None = None, max_
     return HealthResult(True, ", ".join(parts))
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be checked (None when it is an http(s) URL with a host)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"--url {url!r} is not an http:// or https:// URL (e.g. http://127.0.0.1:8000/health)"
+    return None
+
+
 def check_url(url: str, *, timeout: float = 5.0) -> HealthResult:
+    problem = url_problem(url)
+    if problem:
+        return HealthResult(False, problem)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return HealthResult(200 <= response.status < 300, f"{url}: HTTP {response.status}")
     except urllib.error.HTTPError as exc:
         return HealthResult(False, f"{url}: HTTP {exc.code}")
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, ValueError) as exc:
         return HealthResult(False, f"{url}: {exc}")
 
 
@@ -102,8 +119,18 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return parser
 
 
+KNOWN_STAGES = ("producer", "producer-x", "producer-mock", "producer-replay", "processor", "ingestor")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the check `args` describe, print its one line, return the exit status."""
+    """Run the check `args` describe, print its one line, return the exit status (2: bad argument)."""
+    if args.url and url_problem(args.url):
+        print(f"UNHEALTHY error: {url_problem(args.url)}")  # noqa: T201 - CLI output
+        return 2
+    if args.stage and args.stage not in KNOWN_STAGES:
+        print(f"UNHEALTHY error: unknown stage {args.stage!r}; "  # noqa: T201 - CLI output
+              f"known stages: {', '.join(KNOWN_STAGES)}")
+        return 2
     if args.url:
         result = check_url(args.url, timeout=args.timeout)
     else:

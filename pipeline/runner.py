@@ -12,8 +12,10 @@ once the file is played and everything from it is stored (or dead-lettered).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -26,11 +28,11 @@ from typing import Any
 from pipeline.bus import make_bus
 from pipeline.bus.base import Bus
 from pipeline.bus.memory import MemoryBus
-from pipeline.errors import StageStopped
+from pipeline.errors import ConfigError, StageStopped
 from pipeline.ingestor import Ingestor
 from pipeline.processor import Processor
 from pipeline.settings import Settings
-from pipeline.stage import describe, open_db
+from pipeline.stage import StageMonitor, describe, open_db
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +74,25 @@ class StageThread:
         if self.thread is not None:
             self.thread.join(timeout)
         return self.done.is_set()
+
+
+def check_source_options(settings: Settings, *, source: str, file: str | None, speed: str | None) -> None:
+    """Raise ConfigError for a wrong --source/--file/--speed or a missing X_BEARER_TOKEN, before the
+    database or any stage starts (so it is one `error:` line and exit 2, not a stage crash)."""
+    if source == "replay":
+        from pipeline.producers.replay import check_file, parse_speed
+
+        if not file:
+            raise ConfigError("--source replay needs --file PATH (a .csv or .jsonl export)")
+        parse_speed(speed or "max")
+        check_file(Path(file), settings)
+    elif source == "x":
+        token = settings.x_bearer_token
+        if (token is None or not token.get_secret_value().strip()) and not settings.x_fallback_to_mock:
+            raise ConfigError("X_BEARER_TOKEN is not set: --source x needs an X API v2 bearer token "
+                              "(or set X_FALLBACK_TO_MOCK=true to produce mock tweets meanwhile)")
+    elif source != "mock":
+        raise ConfigError(f"unknown --source {source!r} (mock, replay or x)")
 
 
 def producer_target(settings: Settings, *, source: str, bus: Bus, db: Any, stop: threading.Event,
@@ -121,6 +142,41 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def dashboard_host(settings: Settings) -> str:
+    return getattr(settings, "dashboard_host", "127.0.0.1")
+
+
+def check_ports_free(settings: Settings) -> None:
+    """Raise ConfigError naming the setting when API_PORT or DASHBOARD_PORT is taken (e.g. by the
+    children of a run that was killed), rather than print URLs and then run headless."""
+    for name, host, port in (("API_PORT", settings.api_host, settings.api_port),
+                             ("DASHBOARD_PORT", dashboard_host(settings), settings.dashboard_port)):
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn/tornado bind
+                sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"{name}={port} on {host} is already in use ({exc.strerror}): stop what "
+                              f"holds it (a previous run's API/dashboard?) or set {name}, or use --no-ui"
+                              ) from exc
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when the parent dies, even by kill -9 (Linux only),
+    so the API and dashboard never outlive the run as orphans holding their ports."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, 15)  # PR_SET_PDEATHSIG = 1, SIGTERM = 15
+    except (OSError, AttributeError):
+        pass
+
+
+def _popen(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, preexec_fn=preexec)
+
+
 def start_ui(settings: Settings) -> list[tuple[str, subprocess.Popen]]:
     """The API and the dashboard as child processes (each skipped with a warning if not present)."""
     children: list[tuple[str, subprocess.Popen]] = []
@@ -128,15 +184,15 @@ def start_ui(settings: Settings) -> list[tuple[str, subprocess.Popen]]:
     if (ROOT / "api" / "main.py").exists():
         cmd = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", settings.api_host,
                "--port", str(settings.api_port)]
-        children.append(("api", subprocess.Popen(cmd, cwd=ROOT, env=env)))
+        children.append(("api", _popen(cmd, env)))
     else:
         logger.warning("api/main.py not found; the API is not started")
     app = ROOT / "dashboard" / "app.py"
     if app.exists():
         cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port",
-               str(settings.dashboard_port), "--server.headless", "true",
-               "--browser.gatherUsageStats", "false"]
-        children.append(("dashboard", subprocess.Popen(cmd, cwd=ROOT, env=env)))
+               str(settings.dashboard_port), "--server.address", dashboard_host(settings),
+               "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+        children.append(("dashboard", _popen(cmd, env)))
     else:
         logger.warning("dashboard/app.py not found; the dashboard is not started")
     return children
@@ -192,6 +248,9 @@ class Runner:
 
     def run(self, stop: threading.Event) -> int:
         s = self.settings
+        check_source_options(s, source=self.source, file=self.file, speed=self.speed)
+        if self.ui:
+            check_ports_free(s)
         db = self.db = self.db or open_db(s, stop)
         bus = self.bus = self.bus or make_bus(s)
         producer = StageThread(f"producer-{self.source}", producer_target(
@@ -209,6 +268,7 @@ class Runner:
         producer.start()
         children = start_ui(s) if self.ui else []
         where = "embedded bus + " if isinstance(bus, MemoryBus) else f"Kafka {s.kafka_bootstrap_servers} + "
+        done_beat: StageMonitor | None = None
         say(f"StreamPulse running ({where}{db.mode}, source {self.source}). Ctrl-C to stop.")
         if self.ui:
             say(f"  Dashboard: http://localhost:{s.dashboard_port}")
@@ -223,6 +283,14 @@ class Runner:
                 if self.exit_when_done and self.all_stored(producer):
                     logger.info("replay done and everything stored; stopping")
                     break
+                if producer.done.is_set() and producer.error is None:
+                    # a played replay is finished, not dead: keep its heartbeat row fresh (state done)
+                    if done_beat is None:
+                        done_beat = StageMonitor(producer.name, s, db=lambda: db)
+                        done_beat.total = producer.result or 0
+                        done_beat.details = {"state": "done"}
+                        done_beat.beat()
+                    done_beat.tick()
                 for name, proc in children:
                     if proc.poll() is not None and not getattr(proc, "_reported", False):
                         proc._reported = True  # type: ignore[attr-defined]
@@ -230,8 +298,18 @@ class Runner:
                 stop.wait(0.2)
         finally:
             self.shutdown(producer, stages, children)
+            self.mark_stopped(producer, done_beat)
         errors = [t for t in [producer, *stages] if t.error is not None]
         return 1 if failed or errors else 0
+
+    def mark_stopped(self, producer: StageThread, done_beat: StageMonitor | None) -> None:
+        """Heartbeat rows of this run say details["state"] == "stopped" after a clean shutdown."""
+        monitors = [m for m in (self.processor and self.processor.monitor,
+                                self.ingestor and self.ingestor.monitor, done_beat) if m is not None]
+        if done_beat is None and producer.done.is_set():
+            monitors.append(StageMonitor(producer.name, self.settings, db=lambda: self.db))
+        for monitor in monitors:
+            monitor.mark_stopped()
 
     def shutdown(self, producer: StageThread, stages: list[StageThread],
                  children: list[tuple[str, subprocess.Popen]]) -> None:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+STOPPED = "stopped"  # heartbeat details["state"] of a stage that shut down cleanly
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
@@ -92,6 +93,8 @@ def retry(
     backoff = Backoff(settings)
     attempt = 0
     while True:
+        if attempt and stop.is_set():  # no new attempt once a stop was requested
+            raise StageStopped(f"stopped while retrying: {what}")
         attempt += 1
         try:
             result = action()
@@ -100,6 +103,8 @@ def retry(
         except retry_on as exc:
             if attempts is not None and attempt >= attempts:
                 raise
+            if stop.is_set():
+                raise StageStopped(f"stopped while retrying: {what}") from exc
             delay = backoff.next_delay()
             logger.warning("%s failed (attempt %d): %s; retrying in %.1fs", what, attempt, describe(exc),
                            delay)
@@ -196,6 +201,14 @@ class StageMonitor:
                 self._beating = threading.Thread(target=self.beat, kwargs={"rate": rate, "lag": lag},
                                                  name=f"{self.stage}-heartbeat", daemon=True)
                 self._beating.start()
+
+    def mark_stopped(self) -> None:
+        """On a clean shutdown: the heartbeat row says details["state"] == "stopped" (with
+        "stopped_at"), so health checks, /health and the dashboard do not take it for a stale stage."""
+        from datetime import UTC, datetime
+
+        self.details = {**self.details, "state": STOPPED, "stopped_at": datetime.now(UTC).isoformat()}
+        self.beat()
 
     def beat(self, *, rate: float | None = None, lag: int | None = None) -> None:
         try:

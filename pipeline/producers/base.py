@@ -146,7 +146,11 @@ def publish_all(settings: Settings, *, bus: Bus, db: Database | None, stop: thre
         logger.info("%s: stop requested while retrying", stage)
     finally:
         finished.set()
+        # "done": the input ended (a replay that is played); a runner that carries on keeps beating it
+        monitor.details = {**monitor.details, "state": "stopped" if stop.is_set() else "done"}
         publisher.close()
+        if stop.is_set():
+            monitor.mark_stopped()
         logger.info("%s stopped: %d tweets published", stage, publisher.sent)
     return publisher.sent
 
