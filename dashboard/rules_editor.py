@@ -57,7 +57,7 @@ def _alerts():
     return alerts
 
 
-def render(db, settings: Settings, tracked: list[str], *, editable: bool = True) -> None:
+def render(db, settings: Settings, tracked: list[str], *, editable: bool) -> None:
     """The rules table, and unless `editable` is False (read-only dashboard) the editor, the
     enable/delete actions and the test email; read-only, none of those is drawn, so none can run."""
     alerts = _alerts()

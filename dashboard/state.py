@@ -297,7 +297,11 @@ def _rate_limit_until(details: dict) -> datetime | None:
 
 # --- tweets table --------------------------------------------------------------------------------
 
-TWEET_COLUMNS = ("time", "keyword", "label", "score", "text", "source", "engine", "id")
+#: The source (mock / replay / x) comes before the wide text column, so it is seen without
+#: scrolling the table sideways: mock and replayed real tweets can share one database.
+TWEET_COLUMNS = ("time", "keyword", "source", "label", "score", "text", "engine", "id")
+#: What the table shows of them (engine and id are in the CSV only).
+TWEET_TABLE_COLUMNS = ("time", "keyword", "source", "label", "score", "text")
 LABEL_COLOURS = {"negative": "#d62728", "neutral": "#7f7f7f", "positive": "#2ca02c"}
 LABEL_BACKGROUNDS = {"negative": "#fde0e0", "neutral": "#eeeeee", "positive": "#dff3df"}
 

@@ -354,11 +354,13 @@ def _tweets(data: ViewData) -> None:
         lambda row: [f"background-color: {state.LABEL_BACKGROUNDS.get(row['label'], '')}"] * len(row),
         axis=1,
     ).format({"score": "{:+.3f}"})
-    st.dataframe(styled, hide_index=True, key="tweets_table", column_config={
+    st.dataframe(styled, hide_index=True, key="tweets_table", column_order=state.TWEET_TABLE_COLUMNS,
+                 column_config={
         "label": st.column_config.TextColumn("label", width="small"),
         "score": st.column_config.NumberColumn("score", width="small"),
         "text": st.column_config.TextColumn("text", width="large"),
-        "source": st.column_config.TextColumn("source", width="small"),
+        "source": st.column_config.TextColumn("source", width="small",
+                                              help="mock, replay (a file export) or x (the X API)"),
         "engine": None,
         "id": None,
     })

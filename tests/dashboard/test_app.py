@@ -480,5 +480,27 @@ def test_tweets_table_shows_each_tweets_source(filled_db, app_env):
     assert "source" in shown.columns
     by_id = dict(zip(shown["id"], shown["source"], strict=True))
     assert by_id["mock-1"] == "mock" and by_id["lug-1"] == "replay"
-    data = at.download_button(key="csv_download").proto.url  # served by the media manager
-    assert data  # the CSV's columns are checked in test_state and in the Chromium test
+    table = next(d for d in at.dataframe if "text" in d.value.columns)
+    shown_columns = list(table.proto.column_order)
+    # Visible without scrolling sideways: before the wide text column (the CSV is checked in
+    # test_state and in the Chromium test).
+    assert shown_columns.index("source") < shown_columns.index("text"), shown_columns
+
+
+def test_a_cleanly_stopped_stage_is_named_not_warned_about(filled_db, app_env):
+    import sqlalchemy as sa
+
+    from db import schema
+    from db.writes import beat
+
+    beat(filled_db.db, stage="ingestor", instance="ingestor@vm:4766", rate=0.0, lag=0,
+         details={"state": "stopped", "total": 43})
+    beat(filled_db.db, stage="processor", instance="processor@vm:4000", engine="vader", rate=1.0, lag=0)
+    H = schema.stage_heartbeats
+    with filled_db.db.engine.begin() as conn:  # both last beat two minutes ago
+        conn.execute(sa.update(H).values(last_seen=datetime.now(UTC) - timedelta(minutes=2)))
+    app_env(filled_db.url)
+    at = run(new_app())
+    assert "stopped: ingestor" in texts(at.caption)
+    assert [w.value for w in at.warning] == [
+        "The processor stage (processor@vm:4000) last reported 2 min ago."]

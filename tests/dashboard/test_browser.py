@@ -266,6 +266,8 @@ def test_dashboard_in_chromium(chromium, dashboard_server, replayed_db, tmp_path
             rows = list(csv.DictReader(Path(info.value.path()).read_text(encoding="utf-8-sig").splitlines()))
             assert rows and {r["keyword"] for r in rows} == {"Virgin America"}
             assert rows[0]["text"] == "@VirginAmerica paused 4" and rows[0]["label"] == "positive"
+            # ... with each tweet's source, so replayed tweets are told from mock ones.
+            assert {r["source"] for r in rows} == {"replay"}
 
             # A double-click resets the zoom (and the page forgets it).
             page.locator(".js-plotly-plot").first.locator(".nsewdrag").first.dblclick()
