@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 import uvicorn
+from pydantic import ValidationError
 
 from pipeline.settings import get_settings
 
@@ -15,8 +16,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", help="bind address (default API_HOST)")
     parser.add_argument("--port", type=int, help="port (default API_PORT)")
     args = parser.parse_args(argv)
-    settings = get_settings()
-    from api.main import create_app
+    from api.main import create_app, settings_problem
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise SystemExit(settings_problem(exc)) from None
     from pipeline.logging_setup import configure_logging
 
     configure_logging(settings)

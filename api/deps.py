@@ -44,7 +44,7 @@ async def get_database(state: StateDep) -> Any:
 DatabaseDep = Annotated[Any, Depends(get_database)]
 
 
-def _key_matches(settings: Settings, presented: str | None) -> bool:
+def key_matches(settings: Settings, presented: str | None) -> bool:
     expected = settings.api_key.get_secret_value().encode() if settings.api_key else b""
     # compare_digest on bytes: constant time, and no TypeError on non-ASCII input.
     return hmac.compare_digest((presented or "").encode(), expected)
@@ -53,7 +53,7 @@ def _key_matches(settings: Settings, presented: str | None) -> bool:
 async def require_write_key(
     settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]
 ) -> None:
-    if settings.api_key is not None and not _key_matches(settings, key):
+    if settings.api_key is not None and not key_matches(settings, key):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong X-API-Key header",
@@ -64,7 +64,7 @@ async def require_write_key(
 async def require_read_key(
     settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]
 ) -> None:
-    if settings.api_key is not None and settings.api_read_requires_key and not _key_matches(settings, key):
+    if settings.api_key is not None and settings.api_read_requires_key and not key_matches(settings, key):
         raise HTTPException(
             status_code=status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong X-API-Key header (API_READ_REQUIRES_KEY is set)",

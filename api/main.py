@@ -17,10 +17,13 @@ from typing import Any
 from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from pydantic import ValidationError
 
 from api import errors
+from api.guards import BodySizeLimit, WriteKeyGuard
 from api.metrics import ApiMetrics, LatencyMiddleware
 from api.state import AppState
+from pipeline.errors import StreamPulseError
 from pipeline.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -125,7 +128,7 @@ def create_app(settings: Settings | None = None, *, database: Any | None = None)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = AppState(settings=settings or get_settings(), metrics=metrics)
+        state = AppState(settings=settings or _settings_or_one_line_error(app), metrics=metrics)
         app.state.sp = state
         # One attempt before serving, so a reachable database is ready for the first request; if it
         # is down, serve 503s with the reason while a background task retries with backoff.
@@ -147,8 +150,13 @@ def create_app(settings: Settings | None = None, *, database: Any | None = None)
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    # Innermost first: the key is checked before the size, both before FastAPI reads the body, and
+    # CORS wraps them so a browser can read a 401 or 413.
+    app.add_middleware(BodySizeLimit)
+    app.add_middleware(WriteKeyGuard)
     app.add_middleware(_SettingsCors)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
+    app.add_middleware(_OneLineStartupError)
     errors.install(app)
 
     from api.routes import alert_rules, health, keywords, sentiment, tweets, ws
@@ -156,6 +164,54 @@ def create_app(settings: Settings | None = None, *, database: Any | None = None)
     for module in (tweets, sentiment, keywords, alert_rules, health, ws):
         app.include_router(module.router)
     return app
+
+
+class SettingsInvalid(StreamPulseError):
+    """The environment (or .env) holds a value Settings refuses; the message names the variable."""
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """'invalid settings: SENTIMENT_ENGINE='bogus': Input should be ...' in one line."""
+    parts = []
+    for error in exc.errors():
+        name = "_".join(str(p) for p in error.get("loc", ())).upper() or "settings"
+        value = error.get("input")
+        shown = f"={value!r}" if isinstance(value, str | int | float) and name != "settings" else ""
+        if any(word in name for word in ("KEY", "PASSWORD", "SECRET", "TOKEN")):
+            shown = ""  # never echo a secret
+        msg = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{name}{shown}: {msg}")
+    return "invalid settings (environment or .env): " + "; ".join(parts)
+
+
+def _settings_or_one_line_error(app: FastAPI) -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problem = settings_problem(exc)
+        app.state.startup_error = problem
+        raise SettingsInvalid(problem) from None
+
+
+class _OneLineStartupError:
+    """Starlette reports a failed lifespan start-up with the full traceback, which uvicorn logs; for
+    a bad setting one line naming the environment variable says more. Other failures keep theirs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Any) -> None:
+            problem = getattr(scope["app"].state, "startup_error", None)
+            if message.get("type") == "lifespan.startup.failed" and problem:
+                message = {**message, "message": problem}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
 
 
 class _SettingsCors:

@@ -66,6 +66,11 @@ def parse_time(value: str | None, *, param: str) -> datetime | None:
     return parsed
 
 
+def check_not_future(value: datetime | None, *, param: str, now: datetime) -> None:
+    if value is not None and value >= now:
+        raise BadParameter(param, f"{value.isoformat()} is in the future (now is {now.isoformat()})")
+
+
 def check_range(since: datetime | None, until: datetime | None) -> None:
     if since is not None and until is not None and until <= since:
         raise BadParameter("until", f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
@@ -80,9 +85,14 @@ def clean_term(value: str | None, *, param: str) -> str | None:
         return None
     if len(term) > MAX_TERM_CHARS:
         raise BadParameter(param, f"is longer than {MAX_TERM_CHARS} characters")
-    # NUL and other control characters are rejected by PostgreSQL text and never occur in keywords.
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in term):
-        raise BadParameter(param, "contains control characters")
+    # NUL and other control characters are rejected by PostgreSQL text and never occur in keywords;
+    # format characters (bidi overrides like U+202E, zero-width spaces and joiners) are invisible, so
+    # a keyword holding one looks like another keyword but never matches what people type.
+    for ch in term:
+        if unicodedata.category(ch) in ("Cc", "Cs", "Cf"):
+            raise BadParameter(
+                param, f"contains the invisible control or format character U+{ord(ch):04X}"
+            )
     return term
 
 

@@ -39,6 +39,7 @@ METRIC_DESCRIPTIONS: dict[str, str] = {
     "volume_spike": "window volume is at least `threshold` times the baseline's rate (t > 1)",
 }
 
+EMPTY_KEYWORD = "keyword is empty; use null for every tracked keyword"
 MAX_RECIPIENTS = 50
 # Deliberately simple: one local part, one domain, no spaces, commas, angle brackets or quotes, so a
 # value can never smuggle a second address or a header line into the email.
@@ -146,10 +147,11 @@ class _RuleFields(BaseModel):
 
     @field_validator("keyword", mode="before", check_fields=False)
     @classmethod
-    def _blank_keyword_is_all(cls, value: Any) -> Any:
-        # Forms send "" for "every tracked keyword"; store that as null, the documented spelling.
+    def _blank_keyword_is_an_error(cls, value: Any) -> Any:
+        # Only null means "every tracked keyword". Reading "" that way turned a cleared form field
+        # or a client bug into a rule that watches (and emails about) everything.
         if isinstance(value, str) and not value.strip():
-            return None
+            raise ValueError(EMPTY_KEYWORD)
         return value
 
     @field_validator("recipients", mode="before", check_fields=False)
@@ -299,5 +301,6 @@ def validation_message(exc: ValidationError) -> str:
     for error in exc.errors():
         loc = ".".join(str(p) for p in error["loc"])
         msg = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
+        # "keyword: keyword is empty" says it twice: a message naming its field stands alone.
+        parts.append(f"{loc}: {msg}" if loc and not msg.startswith(loc + " ") else msg)
     return "; ".join(parts)

@@ -21,7 +21,11 @@ READ_RESPONSES: dict[int | str, dict[str, Any]] = {
 WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **READ_RESPONSES,
     400: {"model": Message, "description": "The body could not be parsed (not UTF-8 JSON)."},
-    401: {"model": Message, "description": "X-API-Key header missing or wrong (API_KEY is set)."},
+    401: {
+        "model": Message,
+        "description": "X-API-Key header missing or wrong (API_KEY is set); checked before the body.",
+    },
+    413: {"model": Message, "description": "The request body is larger than 64 KiB."},
 }
 
 

@@ -9,7 +9,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from api.deps import READ, DatabaseDep
-from api.params import BadParameter, check_range, clean_term, clean_terms, parse_time, parse_window
+from api.params import (
+    BadParameter,
+    check_not_future,
+    check_range,
+    clean_term,
+    clean_terms,
+    parse_time,
+    parse_window,
+)
 from api.routes.common import READ_RESPONSES, call_db, json_response
 from api.schemas import KeywordCountsPublic, SummaryPublic, TrendPublic
 
@@ -55,7 +63,9 @@ async def sentiment_trend(
     start, end = parse_time(since, param="since"), parse_time(until, param="until")
     check_range(start, end)
     if end is None:
-        end = max(datetime.now(UTC), start + DEFAULT_TREND_SPAN) if start else datetime.now(UTC)
+        # The range ends now, never in the future: a `since` after now has nothing to show.
+        end = datetime.now(UTC)
+        check_not_future(start, param="since", now=end)
     if start is None:
         start = end - DEFAULT_TREND_SPAN
     if keywords is None:

@@ -16,7 +16,7 @@ import json
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Query, WebSocket, WebSocketException, status
+from fastapi import APIRouter, Query, WebSocket, status
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from api.notifier import Subscriber
@@ -31,16 +31,42 @@ CLOSE_TOO_SLOW = 1013
 CLOSE_UNAVAILABLE = 1011
 
 
+class _Refused(Exception):
+    """A socket to accept and close at once with `code` and `reason` (see `_refuse`)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
 def _check(ws: WebSocket, state: AppState, keyword: str | None, api_key: str | None) -> str | None:
     settings = state.settings
     if settings.api_key is not None and settings.api_read_requires_key:
         presented = ws.headers.get("x-api-key") or api_key or ""
         if not hmac.compare_digest(presented.encode(), settings.api_key.get_secret_value().encode()):
-            raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason="missing or wrong API key")
+            raise _Refused(status.WS_1008_POLICY_VIOLATION, "missing or wrong API key")
     try:
         return clean_term(keyword, param="keyword")
     except BadParameter as exc:
-        raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION, reason=str(exc)[:120]) from None
+        raise _Refused(status.WS_1008_POLICY_VIOLATION, str(exc)) from None
+
+
+def _reason(text: str) -> str:
+    # A close frame's reason is at most 123 bytes of UTF-8; cut on a character boundary.
+    return text.encode()[:123].decode(errors="ignore")
+
+
+async def _refuse(ws: WebSocket, refused: _Refused) -> None:
+    """Accept, then close with the documented code and a reason.
+
+    Closing before accepting makes the ASGI server answer the handshake with a bare HTTP 403, which
+    browsers and most clients report without the code or the reason; after the handshake the close
+    frame carries both."""
+    logger.info("ws %s refused (%d): %s", ws.url.path, refused.code, refused.reason)
+    with contextlib.suppress(Exception):
+        await ws.accept()
+        await ws.close(refused.code, _reason(refused.reason))
 
 
 async def _reader(ws: WebSocket) -> None:
@@ -108,12 +134,15 @@ async def ws_tweets(
     api_key: Annotated[str | None, Query(description="API key, when reads require one.")] = None,
 ) -> None:
     state: AppState = ws.app.state.sp
-    keyword = _check(ws, state, keyword, api_key)
+    try:
+        keyword = _check(ws, state, keyword, api_key)
+    except _Refused as refused:
+        await _refuse(ws, refused)
+        return
     notifier = state.notifier
     if notifier is None:
-        raise WebSocketException(
-            code=CLOSE_UNAVAILABLE, reason=f"database unavailable: {state.db_error}"[:120]
-        )
+        await _refuse(ws, _Refused(CLOSE_UNAVAILABLE, f"database unavailable: {state.db_error}"))
+        return
     await ws.accept()
     sub = notifier.subscribe(keyword)
     try:
@@ -135,12 +164,15 @@ async def ws_sentiment(
     api_key: Annotated[str | None, Query(description="API key, when reads require one.")] = None,
 ) -> None:
     state: AppState = ws.app.state.sp
-    keyword = _check(ws, state, keyword, api_key)
+    try:
+        keyword = _check(ws, state, keyword, api_key)
+    except _Refused as refused:
+        await _refuse(ws, refused)
+        return
     hub = state.sentiment_hub
     if hub is None:
-        raise WebSocketException(
-            code=CLOSE_UNAVAILABLE, reason=f"database unavailable: {state.db_error}"[:120]
-        )
+        await _refuse(ws, _Refused(CLOSE_UNAVAILABLE, f"database unavailable: {state.db_error}"))
+        return
     await ws.accept()
     sub = hub.subscribe(keyword)
     try:
@@ -151,6 +183,6 @@ async def ws_sentiment(
         hub.unsubscribe(sub)
         if ws.client_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
-                await ws.close(CLOSE_UNAVAILABLE, f"unavailable: {exc}"[:120])
+                await ws.close(CLOSE_UNAVAILABLE, _reason(f"unavailable: {exc}"))
         return
     await _serve(ws, state, sub, _latest_frame, hub.unsubscribe)

@@ -13,6 +13,7 @@ from api.alerts.rules import (
     check_recipients,
     effective_recipients,
     is_allowed,
+    validation_message,
 )
 
 
@@ -31,9 +32,9 @@ def test_threshold_ranges(metric, ok, bad):
 
 
 def test_defaults_and_clean_input():
-    r = AlertRuleCreate(metric="avg_score_below", threshold=-0.5, keyword="  ",
+    r = AlertRuleCreate(metric="avg_score_below", threshold=-0.5, keyword=" United ",
                         recipients=" Ops@Example.com , ops@example.com")
-    assert r.keyword is None
+    assert r.keyword == "United"
     assert (r.window_minutes, r.baseline_minutes, r.min_tweets, r.cooldown_minutes) == (5, 60, 20, 30)
     assert r.recipients == ["ops@example.com"] and r.enabled and not r.notify_recovery
 
@@ -84,3 +85,15 @@ def test_update_merges_and_revalidates():
     assert AlertRuleUpdate(enabled=False).merge(current).keyword == "Tesla"
     with pytest.raises(ValidationError):
         AlertRuleUpdate(metric="score_drop", threshold=3)
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_empty_keyword_is_an_error_not_every_keyword(blank):
+    # Only null means "every tracked keyword"; "" used to widen a rule to all of them silently.
+    with pytest.raises(ValidationError) as info:
+        AlertRuleCreate(metric="avg_score_below", threshold=0, keyword=blank)
+    assert validation_message(info.value) == "keyword is empty; use null for every tracked keyword"
+    with pytest.raises(ValidationError, match="use null for every tracked keyword"):
+        AlertRuleUpdate(keyword=blank)
+    current = AlertRuleCreate(metric="avg_score_below", threshold=0, keyword="United")
+    assert AlertRuleUpdate(keyword=None).merge(current).keyword is None
