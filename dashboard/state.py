@@ -219,9 +219,11 @@ FORGET_AFTER = timedelta(hours=1)
 
 
 def is_stopped(heartbeat: Any) -> bool:
-    """True when the stage said it shut down cleanly (pipeline/stage.py writes details
-    {"state": "stopped"} on a clean stop)."""
-    return (heartbeat.details or {}).get("state") == "stopped"
+    """True when the stage said it shut down cleanly (pipeline/stage.py `mark_stopped` writes
+    details {"state": "stopped"} on a clean stop)."""
+    from pipeline.stage import STOPPED
+
+    return (heartbeat.details or {}).get("state") == STOPPED
 
 
 def status_line(*, heartbeats: Sequence[Any], mode: str, latest: datetime | None, now: datetime,
