@@ -7,7 +7,13 @@ unless --no-ui the API (uvicorn) and the dashboard (streamlit) run as child proc
 Ctrl-C (or SIGTERM) stops the producer first, gives the processor and ingestor a few seconds to
 drain what is already on the bus (on the embedded bus that backlog lives in memory only), then stops
 them after their current batch, then the children. With --exit-when-done a replay ends by itself
-once the file is played and everything from it is stored (or dead-lettered).
+once the file is played and everything from it is stored (or dead-lettered); without it a played
+replay's heartbeat stays fresh with details {"state": "done"}.
+
+Before anything starts: --source/--file/--speed/X_BEARER_TOKEN are checked, and (unless --no-ui)
+API_PORT and DASHBOARD_PORT must be free, else one `error:` line and exit 2. The children get
+PR_SET_PDEATHSIG (Linux), so even a kill -9 of the run takes them down. On a clean stop every stage's
+heartbeat row is marked details {"state": "stopped", "stopped_at": ...}.
 """
 
 from __future__ import annotations
