@@ -42,8 +42,9 @@ class KafkaBus:
             "bootstrap_servers": self.servers,
             "client_id": f"{self.settings.kafka_client_id}-{role}",
             "request_timeout_ms": self.settings.kafka_request_timeout_ms,
-            # Give up on an unreachable broker quickly: the stages retry with backoff and say so.
-            "bootstrap_timeout_ms": min(10_000, self.settings.kafka_request_timeout_ms),
+            # Give up on an unreachable broker quickly: the stages retry with backoff and say so,
+            # and a stop request (SIGINT/SIGTERM) waits at most this long for the attempt in flight.
+            "bootstrap_timeout_ms": min(5_000, self.settings.kafka_request_timeout_ms),
         }
 
     def ensure_topics(self, topics: Iterable[str]) -> None:
