@@ -208,6 +208,11 @@ class StageMonitor:
         from datetime import UTC, datetime
 
         self.details = {**self.details, "state": STOPPED, "stopped_at": datetime.now(UTC).isoformat()}
+        # A background beat still in flight carries the old details: let it land first, or it
+        # would overwrite the "stopped" row just written.
+        beating = self._beating
+        if beating is not None and beating is not threading.current_thread():
+            beating.join(timeout=max(5.0, self.settings.heartbeat_interval_seconds))
         self.beat()
 
     def beat(self, *, rate: float | None = None, lag: int | None = None) -> None:
