@@ -10,7 +10,7 @@ them after their current batch, then the children. With --exit-when-done a repla
 once the file is played and everything from it is stored (or dead-lettered); without it a played
 replay's heartbeat stays fresh with details {"state": "done"}.
 
-Before anything starts: --source/--file/--speed/X_BEARER_TOKEN are checked, and (unless --no-ui)
+Before anything starts: --source/--file/--speed/X_BEARER_TOKEN/MOCK_DRIFT are checked, and (unless --no-ui)
 API_PORT and DASHBOARD_PORT must be free, else one `error:` line and exit 2. The children get
 PR_SET_PDEATHSIG (Linux), so even a kill -9 of the run takes them down. On a clean stop every stage's
 heartbeat row is marked details {"state": "stopped", "stopped_at": ...}.
@@ -85,20 +85,25 @@ class StageThread:
 def check_source_options(settings: Settings, *, source: str, file: str | None, speed: str | None) -> None:
     """Raise ConfigError for a wrong --source/--file/--speed or a missing X_BEARER_TOKEN, before the
     database or any stage starts (so it is one `error:` line and exit 2, not a stage crash)."""
-    if source == "replay":
-        from pipeline.producers.replay import check_file, parse_speed
+    from pipeline.producers.replay import check_file, parse_speed
 
+    if source not in ("mock", "replay", "x"):
+        raise ConfigError(f"unknown --source {source!r} (mock, replay or x)")
+    # --speed is only used by replay, but a nan/inf/1e-300 typo is still an error, not silently ignored
+    parse_speed(speed or "max")
+    if source == "replay":
         if not file:
             raise ConfigError("--source replay needs --file PATH (a .csv or .jsonl export)")
-        parse_speed(speed or "max")
         check_file(Path(file), settings)
     elif source == "x":
         token = settings.x_bearer_token
         if (token is None or not token.get_secret_value().strip()) and not settings.x_fallback_to_mock:
             raise ConfigError("X_BEARER_TOKEN is not set: --source x needs an X API v2 bearer token "
                               "(or set X_FALLBACK_TO_MOCK=true to produce mock tweets meanwhile)")
-    elif source != "mock":
-        raise ConfigError(f"unknown --source {source!r} (mock, replay or x)")
+    if source == "mock" or (source == "x" and settings.x_fallback_to_mock):
+        from pipeline.producers.mock import parse_drift
+
+        parse_drift(settings.mock_drift)  # a bad MOCK_DRIFT is one error line, not a producer crash
 
 
 def producer_target(settings: Settings, *, source: str, bus: Bus, db: Any, stop: threading.Event,

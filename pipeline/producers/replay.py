@@ -58,8 +58,13 @@ _LABELS: dict[str, Label] = {
 }
 
 
+MIN_SPEED = 1e-3  # slower than this, one minute of the file takes 17 hours: surely a typo
+MAX_SPEED = 1e6  # faster than this is `max` in all but name (and 1/speed stays representable)
+
+
 def parse_speed(value: str | float | None) -> float | None:
-    """`max` (or None) = as fast as possible; else a factor > 0 (2 = twice real time)."""
+    """`max` (or None) = as fast as possible; else a finite factor within [MIN_SPEED, MAX_SPEED]
+    (2 = twice real time). nan, inf and 1e-300 are refused: they overflow the pacing arithmetic."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "max"):
         return None
     try:
@@ -68,6 +73,9 @@ def parse_speed(value: str | float | None) -> float | None:
         raise ConfigError(f"--speed must be a number > 0 or 'max', got {value!r}") from exc
     if speed <= 0:
         raise ConfigError(f"--speed must be > 0, got {speed}")
+    if not math.isfinite(speed) or not MIN_SPEED <= speed <= MAX_SPEED:
+        raise ConfigError(f"--speed must be a finite number within [{MIN_SPEED:g}, {MAX_SPEED:g}] "
+                          f"or 'max', got {value!r}")
     return speed
 
 

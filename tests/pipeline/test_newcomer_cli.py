@@ -56,6 +56,31 @@ def test_source_options_are_checked_before_the_database(tmp_path, make_settings)
     check_source_options(make_settings(x_fallback_to_mock=True), source="x", file=None, speed=None)
 
 
+@pytest.mark.parametrize("speed", ["1e-300", "nan", "inf", "-inf", "1e7", "0.0001"])
+def test_out_of_range_speeds_are_refused_up_front(make_settings, speed):
+    for source in ("replay", "mock"):
+        with pytest.raises(ConfigError, match="--speed"):
+            check_source_options(make_settings(), source=source, file="unused.jsonl", speed=speed)
+    check_source_options(make_settings(), source="mock", file=None, speed="1e-3")
+    check_source_options(make_settings(), source="mock", file=None, speed="1e6")
+
+
+def test_bad_mock_drift_and_bad_speed_are_one_error_line_exit_2(tmp_path):
+    db = tmp_path / "never.db"
+    done = cli(["run", "--no-ui", "--source", "mock"],
+               {"DATABASE_URL": f"sqlite:///{db}", "MOCK_DRIFT": "Tesla:-0.8@60"})
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "MOCK_DRIFT" in last, done.stderr
+    assert "Traceback" not in done.stderr and not db.exists()
+    # produce (Kafka mode) checks before it connects anywhere: port 1 is never dialled
+    done = cli(["produce", "--source", "mock", "--speed", "nan"],
+               {"DATABASE_URL": f"sqlite:///{db}", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: --speed"), done.stderr
+    assert "Traceback" not in done.stderr and not db.exists()
+
+
 # --- 6: children die with the parent; busy ports fail fast; dashboard bind address -------------
 
 def test_ui_children_die_when_the_run_is_killed(tmp_path):
