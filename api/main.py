@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from pydantic import ValidationError
 
-from api import errors
+from api import errors, logredact
 from api.guards import BodySizeLimit, WriteKeyGuard
 from api.metrics import ApiMetrics, LatencyMiddleware
 from api.state import AppState
@@ -125,9 +125,11 @@ async def _shutdown(state: AppState) -> None:
 def create_app(settings: Settings | None = None, *, database: Any | None = None) -> FastAPI:
     """Build the app. Settings default to `get_settings()` read when the app starts, not now."""
     metrics = ApiMetrics()
+    logredact.install()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logredact.install()  # again: uvicorn may have configured its loggers after create_app
         state = AppState(settings=settings or _settings_or_one_line_error(app), metrics=metrics)
         app.state.sp = state
         # One attempt before serving, so a reachable database is ready for the first request; if it

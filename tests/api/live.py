@@ -65,7 +65,9 @@ def score(raw: list[RawTweet]) -> list[AnalyzedTweet]:
 class LiveServer:
     """uvicorn.Server running `create_app(settings)` in a background thread."""
 
-    def __init__(self, settings, *, database=None, sndbuf: int | None = None) -> None:
+    def __init__(
+        self, settings, *, database=None, sndbuf: int | None = None, log_level: str = "warning"
+    ) -> None:
         from api.main import create_app
 
         # Our own listening socket, so a test can cap the send buffer that accepted sockets inherit
@@ -81,7 +83,7 @@ class LiveServer:
             self.app,
             host="127.0.0.1",
             port=self.port,
-            log_level="warning",
+            log_level=log_level,
             lifespan="on",
             ws_ping_interval=settings.ws_ping_seconds,
             ws_ping_timeout=settings.ws_ping_seconds,
@@ -120,8 +122,10 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(settings, *, database=None, sndbuf: int | None = None) -> Iterator[LiveServer]:
-    server = LiveServer(settings, database=database, sndbuf=sndbuf).start()
+def live_server(
+    settings, *, database=None, sndbuf: int | None = None, log_level: str = "warning"
+) -> Iterator[LiveServer]:
+    server = LiveServer(settings, database=database, sndbuf=sndbuf, log_level=log_level).start()
     try:
         yield server
     finally:
