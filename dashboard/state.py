@@ -147,6 +147,25 @@ def match_keyword(term: str, known: Iterable[str]) -> str | None:
     return None
 
 
+def keywords_from_query(values: Iterable[str], known: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The `?keyword=` query parameter (repeatable and/or comma-separated, as the alert email's link
+    sends it) as (tracked keywords in their stored spelling, other terms), both de-duplicated
+    case-insensitively and in the order given."""
+    known = list(known)
+    matched: list[str] = []
+    others: list[str] = []
+    seen: set[str] = set()
+    for value in values:
+        for part in str(value).split(","):
+            term = clean_term(part)
+            if not term or term.casefold() in seen:
+                continue
+            seen.add(term.casefold())
+            match = match_keyword(term, known)
+            (matched if match is not None else others).append(match or term)
+    return matched, others
+
+
 def default_selection(infos: Sequence[Any], *, limit: int = 4) -> list[str]:
     """The keywords selected on first load: the busiest ones with data, else the tracked ones."""
     with_data = sorted((k for k in infos if k.n), key=lambda k: (-k.n, k.keyword.casefold()))

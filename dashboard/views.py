@@ -142,11 +142,29 @@ def _track(db, term: str, settings: Settings) -> None:
     )
 
 
+def _apply_query_params(known: list[str]) -> None:
+    """On a session's first run, `?keyword=Tesla` (the alert email's link; repeatable or
+    comma-separated) preselects those tracked keywords; an unknown term goes to the search box.
+    Only once: afterwards the widgets are the user's."""
+    if st.session_state.get("_sp_query_applied"):
+        return
+    st.session_state["_sp_query_applied"] = True
+    values = st.query_params.get_all("keyword")
+    if not values:
+        return
+    matched, others = state.keywords_from_query(values, known)
+    if matched:
+        st.session_state["kw_select"] = matched
+    if others and not st.session_state.get("term"):
+        st.session_state["term"] = others[0]  # the search box holds one term
+
+
 def sidebar(settings: Settings, db, reader) -> Controls:
     sb = st.sidebar
     sb.header("StreamPulse")
     known_infos = reader.keywords()
     known = [k.keyword for k in known_infos]
+    _apply_query_params(known)
 
     sb.text_input("Search a keyword", key="term", on_change=_on_search, args=(known,),
                   placeholder="any term, e.g. United", help="A tracked keyword focuses the charts on it; "

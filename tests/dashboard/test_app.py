@@ -77,6 +77,28 @@ def test_search_focuses_the_page_on_a_keyword(filled_any_db, app_env):
     assert set(frame(at, "tweets_table")["keyword"]) == {"Delta"}
 
 
+def test_keyword_query_parameter_preselects_keywords_on_first_load(filled_db, app_env):
+    app_env(filled_db.url)
+    at = new_app()
+    at.query_params["keyword"] = "delta"  # the alert email's link; any letter case
+    run(at)
+    assert at.multiselect(key="kw_select").value == ["Delta"]
+    assert metric(at, "Tweets") == "12"
+    assert trend_names(at) == ["Delta"]
+
+    at = new_app()
+    at.query_params["keyword"] = ["Delta,united", "luggage"]  # repeatable and comma-separated
+    run(at)
+    assert at.multiselect(key="kw_select").value == ["Delta", "United"]
+    assert at.text_input(key="term").value == "luggage"  # not tracked: it is searched instead
+    counts = {r["keyword"]: r for r in frame(at, "counts_table").to_dict("records")}
+    assert counts["luggage"]["tracked"] is False
+
+    at.multiselect(key="kw_select").set_value(["United"])
+    run(at)  # later runs belong to the user: the parameter does not override the widget again
+    assert at.multiselect(key="kw_select").value == ["United"]
+
+
 def test_searching_an_untracked_term_counts_it_and_offers_to_track_it(filled_db, app_env):
     app_env(filled_db.url)
     at = run(new_app())

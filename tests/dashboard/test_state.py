@@ -170,3 +170,11 @@ def test_tweets_csv_round_trips_newlines_commas_and_accents():
     assert parsed[0]["text"] == 'lost my bag,\n"again" — très déçu'
     assert parsed[0]["score"] == "-0.612"
     assert parsed[0]["label"] == "negative"
+
+
+def test_keywords_from_query_matches_tracked_ones_and_keeps_other_terms():
+    known = ["Tesla", "United"]
+    assert state.keywords_from_query(["tesla"], known) == (["Tesla"], [])
+    assert state.keywords_from_query(["Tesla, united", "TESLA", " luggage ", ""], known) == (
+        ["Tesla", "United"], ["luggage"])
+    assert state.keywords_from_query([], known) == ([], [])
