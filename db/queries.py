@@ -309,6 +309,11 @@ def trend(db: Database, *, keywords: list[str], since: datetime, until: datetime
     Buckets are aligned to multiples of the width since the epoch (UTC); the series covers every
     bucket from the one containing `since` up to `until` (exclusive), empty ones with zero counts
     and avg_score None. Averages are sum(sum_score) / sum(n) over the 1-minute rows.
+
+    Every point counts its whole aligned bucket, not the requested range: by design the first
+    bucket may start before an unaligned `since` (Trend.since reports that start), the last may
+    extend past an unaligned `until`, and the current bucket is partial while it is still filling.
+    For exact counts over an arbitrary [since, until) use summary() or keyword_counts().
     """
     since, until = utc(since), utc(until)
     if until <= since:
@@ -345,26 +350,95 @@ def trend(db: Database, *, keywords: list[str], since: datetime, until: datetime
     return Trend(bucket_seconds=step, since=start, until=until, series=series)
 
 
-def _aggregate_totals(conn: sa.Connection, keywords: list[str] | None, since: datetime,
-                      until: datetime) -> tuple[int, int, int, int, float | None]:
+_Totals = tuple[int, int, int, int, float | None]
+
+
+def _ceil_minute(when: datetime) -> datetime:
+    floor = _floor(when, 60)
+    return floor if floor == when else floor + timedelta(minutes=1)
+
+
+def _minute_sums(conn: sa.Connection, keywords: list[str] | None, start: datetime | None,
+                 end: datetime | None) -> tuple[int, int, int, int, float]:
+    """Sums over whole 1-minute buckets in [start, end) (start and end on minute boundaries)."""
+    conditions = _kw_filter(S.c.keyword, keywords)
+    if start is not None:
+        conditions.append(S.c.bucket >= start)
+    if end is not None:
+        conditions.append(S.c.bucket < end)
     stmt = sa.select(
         *(sa.func.coalesce(_sum_int(c), 0) for c in (S.c.n, S.c.n_neg, S.c.n_neu, S.c.n_pos)),
-        sa.func.sum(S.c.sum_score),
-    ).where(S.c.bucket >= since, S.c.bucket < until, *_kw_filter(S.c.keyword, keywords))
+        sa.func.coalesce(sa.func.sum(S.c.sum_score), 0.0),
+    ).where(*conditions)
     n, n_neg, n_neu, n_pos, total = conn.execute(stmt).one()
+    return int(n), int(n_neg), int(n_neu), int(n_pos), float(total)
+
+
+def _raw_sums(conn: sa.Connection, keywords: list[str] | None,
+              ranges: list[tuple[datetime, datetime]]) -> tuple[int, int, int, int, float]:
+    """Sums over raw tweets in the given [start, end) ranges (the partial edge minutes).
+
+    Each range lies inside one minute, so this reads at most a minute of rows per range through
+    the (lower(keyword), created_at) or (created_at) index: bounded work whatever the table size.
+    """
+    ranges = [(a, b) for a, b in ranges if a < b]
+    if not ranges:
+        return 0, 0, 0, 0, 0.0
+    in_range = sa.or_(*(sa.and_(T.c.created_at >= a, T.c.created_at < b) for a, b in ranges))
+    stmt = sa.select(
+        sa.func.count(),
+        *(sa.func.coalesce(sa.func.sum(sa.case((T.c.label == lab, 1), else_=0)), 0) for lab in LABELS),
+        sa.func.coalesce(sa.func.sum(T.c.score), 0.0),
+    ).where(in_range, *_kw_filter(T.c.keyword, keywords))
+    n, n_neg, n_neu, n_pos, total = conn.execute(stmt).one()
+    return int(n), int(n_neg), int(n_neu), int(n_pos), float(total)
+
+
+def _exact_totals(conn: sa.Connection, keywords: list[str] | None, since: datetime | None,
+                  until: datetime | None) -> _Totals:
+    """Exact counts and the count-weighted average score over tweets in [since, until).
+
+    `sentiment_1m` only knows whole minutes, so an unaligned window is split: the whole minutes
+    strictly inside it come from the aggregate and the partial minute at each end (at most two)
+    from raw `tweets`. None means unbounded on that side.
+    """
+    since = utc(since) if since is not None else None
+    until = utc(until) if until is not None else None
+    if since is not None and until is not None and until <= since:
+        return 0, 0, 0, 0, None
+    first = _ceil_minute(since) if since is not None else None  # first whole minute
+    last = _floor(until, 60) if until is not None else None  # end of the last whole minute
+    if first is not None and last is not None and last <= first:
+        # No whole minute inside (the window is within one or two partial minutes): all raw.
+        sums = _raw_sums(conn, keywords, [(since, until)])
+    else:
+        whole = _minute_sums(conn, keywords, first, last)
+        edges = []
+        if since is not None:
+            edges.append((since, first))
+        if until is not None:
+            edges.append((last, until))
+        edge = _raw_sums(conn, keywords, edges)
+        sums = tuple(a + b for a, b in zip(whole, edge, strict=True))
+    n, n_neg, n_neu, n_pos, total = sums
     return int(n), int(n_neg), int(n_neu), int(n_pos), _avg(total, int(n))
 
 
 def summary(db: Database, *, keywords: list[str] | None, window: timedelta,
             until: datetime | None = None) -> Summary:
-    """Totals over [until - window, until) from the 1-minute aggregate, and the previous window's."""
+    """Exact totals over [until - window, until) and over the previous window of the same length.
+
+    Whole minutes come from the 1-minute aggregate and the partial minutes at the edges from raw
+    tweets, so an unaligned `until` (the default, now) counts exactly the tweets in each window.
+    tweets_per_minute is n divided by the window's length in minutes.
+    """
     if window <= timedelta(0):
         raise ValueError("window must be positive")
     until = utc(until) if until else _now()
     since = until - window
     with db.engine.connect() as conn:
-        n, n_neg, n_neu, n_pos, avg = _aggregate_totals(conn, keywords, since, until)
-        prev_n, _, _, _, prev_avg = _aggregate_totals(conn, keywords, since - window, since)
+        n, n_neg, n_neu, n_pos, avg = _exact_totals(conn, keywords, since, until)
+        prev_n, _, _, _, prev_avg = _exact_totals(conn, keywords, since - window, since)
     share = (lambda x: x / n) if n else (lambda x: 0.0)
     return Summary(
         keywords=list(keywords) if keywords is not None else None, since=since, until=until,
@@ -408,14 +482,8 @@ def keyword_counts(db: Database, *, term: str, since: datetime | None = None,
     with db.engine.connect() as conn:
         tracked = any(r.keyword.lower() == low for r in _tracked(conn))
         if tracked:
-            conditions = [sa.func.lower(S.c.keyword) == low]
-            if since:
-                conditions.append(S.c.bucket >= utc(since))
-            if until:
-                conditions.append(S.c.bucket < utc(until))
-            columns = (S.c.n, S.c.n_neg, S.c.n_neu, S.c.n_pos)
-            stmt = sa.select(*(sa.func.coalesce(_sum_int(c), 0) for c in columns))
-            n, n_neg, n_neu, n_pos = conn.execute(stmt.where(*conditions)).one()
+            # Exact over [since, until): whole minutes from the aggregate, edge minutes from raw rows.
+            n, n_neg, n_neu, n_pos, _ = _exact_totals(conn, [low], since, until)
         else:
             conditions = [T.c.text.icontains(term, autoescape=True)]
             if since:
