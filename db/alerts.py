@@ -8,6 +8,7 @@ same transaction, so two evaluators that both judged a rule cannot both record a
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -131,6 +132,28 @@ def get_states(db: Database, *, rule_id: int) -> dict[str, RuleState]:
         }
 
 
+INSTALLATION_KEY = "installation_id"
+
+
+def installation_id(db: Database) -> str:
+    """A random id made once per database (pipeline_state) and kept: it goes into every alert
+    Message-ID, so event 1 of a demo database and event 1 of the real one never share an id (Gmail
+    drops a message whose Message-ID it has already seen)."""
+    from db.writes import _insert, get_state
+
+    found = get_state(db, INSTALLATION_KEY)
+    if found:
+        return found
+    # Insert-if-absent rather than set_state's upsert: two evaluators starting at once agree on
+    # whichever id landed first.
+    stmt = _insert(db, schema.pipeline_state).values(
+        key=INSTALLATION_KEY, value=uuid.uuid4().hex, updated_at=_now()
+    ).on_conflict_do_nothing(index_elements=["key"])
+    with db.engine.begin() as conn:
+        conn.execute(stmt)
+    return get_state(db, INSTALLATION_KEY) or ""
+
+
 def _state_matches(expected: RuleState) -> list[sa.ColumnElement]:
     last = (
         ST.c.last_fired_at.is_(None) if expected.last_fired_at is None
@@ -152,6 +175,7 @@ def apply_transition(
     one transaction. Returns (applied, event); applied is False when the stored state was no longer
     `expected` (another evaluator got there first) and then nothing is written."""
     values = {"armed": new.armed, "holding": new.holding, "last_fired_at": new.last_fired_at}
+    install_id = installation_id(db) if event is not None else ""
     try:
         with _write(db) as conn:
             if expected is None:
@@ -170,7 +194,8 @@ def apply_transition(
             row = {"attempts": 0, **event, "rule_id": rule_id, "keyword": keyword}
             event_id = conn.execute(E.insert().values(**row)).inserted_primary_key[0]
             # Fixed before any send, so every (re)send of this event carries the same Message-ID.
-            conn.execute(E.update().where(E.c.id == event_id).values(message_id=message_id_for(event_id)))
+            message_id = message_id_for(event_id, install_id)
+            conn.execute(E.update().where(E.c.id == event_id).values(message_id=message_id))
             stored = conn.execute(sa.select(E).where(E.c.id == event_id)).one()
     except sa.exc.IntegrityError:
         return False, None

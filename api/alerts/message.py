@@ -26,9 +26,12 @@ class TweetLike(Protocol):
     created_at: datetime
 
 
-def message_id_for(event_id: int) -> str:
-    """One event, one Message-ID: a resend of the same event is recognisable as the same alert."""
-    return f"<alert-{event_id}@streampulse>"
+def message_id_for(event_id: int, install_id: str = "") -> str:
+    """One event, one Message-ID: a resend of the same event is recognisable as the same alert.
+    `install_id` (db.alerts.installation_id) keeps ids unique across databases, whose event ids
+    all start at 1."""
+    suffix = f".{install_id}" if install_id else ""
+    return f"<alert-{event_id}{suffix}@streampulse>"
 
 
 def event_window(event: AlertEventPublic) -> tuple[datetime, datetime]:

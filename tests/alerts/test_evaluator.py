@@ -50,7 +50,7 @@ def test_negative_burst_one_email_with_the_numbers(alert_db, write, rule, evalua
     assert (event.n, event.n_neg, event.n_neu, event.n_pos) == (39, 30, 0, 9)
     expected = (9 * 0.4 + 27 * -0.8 - 0.99 - 0.97 - 0.95) / 39
     assert event.value == pytest.approx(expected)
-    assert event.message_id == f"<alert-{event.id}@streampulse>"
+    assert event.message_id == f"<alert-{event.id}.{store.installation_id(db)}@streampulse>"
     assert event.attempts == 1 and event.recipients == ["ops@example.com"]
 
     mails = smtp_server.wait_for(1, timeout=2)
@@ -117,7 +117,8 @@ def test_recovery_email(alert_db, write, rule, evaluator, smtp_server):
     assert recovered[0].value == pytest.approx(0.5)
     mails = smtp_server.wait_for(2, timeout=2)
     assert "back to normal" in mails[1].message["Subject"]
-    assert mails[1].message["Message-ID"] == f"<alert-{recovered[0].id}@streampulse>"
+    install = store.installation_id(db)
+    assert mails[1].message["Message-ID"] == f"<alert-{recovered[0].id}.{install}@streampulse>"
 
 
 def test_quiet_keyword_neither_rearms_nor_recovers(alert_db, write, rule, evaluator, smtp_server):
@@ -286,5 +287,5 @@ def test_resend_after_crash_keeps_the_message_id(alert_db, write, rule, evaluato
     mails = smtp_server.wait_for(2, timeout=2)
     assert len(mails) == 2
     assert {m.message["Message-ID"] for m in mails} == {event.message_id}
-    assert re.fullmatch(r"<alert-\d+@streampulse>", event.message_id)
+    assert re.fullmatch(r"<alert-\d+\.[0-9a-f]{32}@streampulse>", event.message_id)
     assert store.get_event(db, event_id=event.id).email_status == "sent"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import timedelta
 
@@ -68,7 +69,7 @@ def test_events_state_and_history(alert_db):
     db = alert_db()
     r = store.create_rule(db, rule=AlertRuleCreate(metric="avg_score_below", threshold=-0.5))
     applied, event = _fire(db, r.id)
-    assert applied and event.message_id == f"<alert-{event.id}@streampulse>"
+    assert applied and event.message_id == f"<alert-{event.id}.{store.installation_id(db)}@streampulse>"
     assert _fire(db, r.id) == (False, None)  # the state row exists now: a second "first" insert loses
     _fire(db, r.id, keyword="Apple", at=T0 + timedelta(minutes=1))
     assert [e.keyword for e in store.list_events(db)] == ["Apple", "Tesla"]  # newest first
@@ -129,3 +130,27 @@ def test_lease_race_one_winner(alert_db):
     for t in threads:
         t.join(timeout=60)
     assert len(wins) == 1 and store.lease_holder(dbs[0], name="race")[0] == wins[0]
+
+
+def test_message_ids_differ_across_databases_and_stay_stable(alert_db, make_settings, tmp_path):
+    """Event 1 of a demo database and event 1 of the real one must not share a Message-ID (Gmail
+    drops a message whose id it has seen); within one database the installation id never changes."""
+    from db.database import open_database
+
+    db = alert_db()
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    other = open_database(make_settings(database_url=other_url, keywords=["Tesla"]))
+    try:
+        ids = []
+        for d in (db, other):
+            r = store.create_rule(d, rule=AlertRuleCreate(metric="avg_score_below", threshold=-0.5))
+            applied, event = _fire(d, r.id)
+            assert applied
+            assert re.fullmatch(rf"<alert-{event.id}\.[0-9a-f]{{32}}@streampulse>", event.message_id)
+            assert store.get_event(d, event_id=event.id).message_id == event.message_id
+            ids.append(event.message_id)
+        assert ids[0] != ids[1]
+        assert store.installation_id(db) == store.installation_id(db)
+        assert store.installation_id(db) != store.installation_id(other)
+    finally:
+        other.close()
