@@ -15,7 +15,11 @@
   (`Tue Feb 24 11:40:00 +0000 2015`), or epoch seconds (milliseconds from 1e11 up) as a number or
   digits. A row whose created_at is present but none of these (or out of range) is sent on with the
   value unparsed, so the processor dead-letters it with a `created_at: ...` reason; it is never
-  silently stamped "now". Only a row with NO created_at is stamped with the time it is sent.
+  silently stamped "now". A row with NO created_at gets the file's "untimed anchor" plus its row
+  number in seconds (row 7: anchor + 7 s). The anchor is the time of the first replay of this file,
+  persisted (pipeline_state, key from the file's path, size and mtime), so replaying the same file
+  again re-sends the same (id, keyword, created_at) and stores nothing twice; an edited file (new
+  size/mtime) gets a new anchor. Without a database the anchor is the start of this replay.
 - A line that is not UTF-8 (CSV or JSONL) or not a JSON object (JSONL) is sent on as its raw bytes, so
   the processor dead-letters it ("not UTF-8" / "not JSON"); the rest of the file is replayed.
 """
@@ -260,8 +264,15 @@ def anchor_key(path: Path, speed: float | None) -> str:
     return f"replay.retime_anchor.{digest}"
 
 
-def load_anchor(db: Database | None, key: str) -> datetime:
-    """The persisted retime anchor for this file and speed, or now (persisted) on the first run."""
+def untimed_anchor_key(path: Path) -> str:
+    """pipeline_state key of the timestamp given to rows without created_at: same file, same key."""
+    stat = path.stat()
+    digest = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return f"replay.untimed_anchor.{digest}"
+
+
+def load_anchor(db: Database | None, key: str, *, what: str = "replay --retime") -> datetime:
+    """The persisted anchor under `key` (retime: per file and speed), or now (persisted) on the first run."""
     if db is None:
         return datetime.now(UTC)
     from db.writes import get_state, set_state
@@ -269,7 +280,7 @@ def load_anchor(db: Database | None, key: str) -> datetime:
     stored = get_state(db, key)
     if stored:
         anchor = datetime.fromisoformat(stored)
-        logger.info("replay --retime: resuming with the anchor %s (%s)", anchor.isoformat(), key)
+        logger.info("%s: resuming with the anchor %s (%s)", what, anchor.isoformat(), key)
         return anchor
     anchor = datetime.now(UTC)
     set_state(db, key, anchor.isoformat())
@@ -278,9 +289,12 @@ def load_anchor(db: Database | None, key: str) -> datetime:
 
 def replay_tweets(rows: list[Row], settings: Settings, stop: threading.Event, *, speed: float | None,
                   keyword: str | None, retime_anchor: datetime | None = None,
+                  untimed_anchor: datetime | None = None,
                   ) -> Iterator[RawTweet | tuple[str, bytes]]:
     """RawTweets in created_at order, paced by `speed` (None = max). A row that is not a valid RawTweet
-    is yielded as (key, JSON bytes), to be dead-lettered downstream with its reason (nothing dropped)."""
+    is yielded as (key, JSON bytes), to be dead-lettered downstream with its reason (nothing dropped).
+    A row without created_at is stamped `untimed_anchor` (default: now) + its row number in seconds."""
+    untimed = untimed_anchor or datetime.now(UTC)
     timed = [r.created_at for r in rows if r.created_at is not None]
     t0 = timed[0] if timed else None
     wall0 = time.time() if retime_anchor is None else retime_anchor.timestamp()
@@ -303,7 +317,7 @@ def replay_tweets(rows: list[Row], settings: Settings, stop: threading.Event, *,
             created = retime_anchor + timedelta(seconds=offset / time_speed)
         kw = row.keyword or keyword
         data: dict[str, Any] = {
-            "text": row.text, "created_at": created or datetime.now(UTC), "keyword": kw,
+            "text": row.text, "created_at": created or untimed + timedelta(seconds=row.n), "keyword": kw,
             "source": "replay", "gold_label": row.label, "lang": None,
         }
         data["id"] = row.id or (derive_id(source="replay", keyword=kw or "", text=str(row.text or ""),
@@ -332,9 +346,12 @@ def run_replay_producer(settings: Settings, *, bus: Bus, db: Database | None, st
     rows = read_rows(path, settings)
     keyword = (keywords or settings.keywords or [None])[0]
     anchor = load_anchor(db, anchor_key(path, pace)) if retime else None
+    needs_untimed = any(r.created_at is None and r.raw is None and r.time_error is None for r in rows)
+    untimed = load_anchor(db, untimed_anchor_key(path), what="replay rows without created_at"
+                          ) if needs_untimed else None
     logger.info("replaying %d rows from %s at %s%s", len(rows), path,
                 "max speed" if pace is None else f"{pace:g}x", ", retimed to now" if anchor else "")
     return publish_all(settings, bus=bus, db=db, stop=stop, stage=STAGE,
                        tweets=replay_tweets(rows, settings, stop, speed=pace, keyword=keyword,
-                                            retime_anchor=anchor),
+                                            retime_anchor=anchor, untimed_anchor=untimed),
                        details=lambda: {"source": "replay", "file": path.name})

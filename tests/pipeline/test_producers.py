@@ -158,6 +158,31 @@ def test_retime_anchor_is_persisted_so_a_restart_resends_the_same_tweets(tmp_pat
     assert decode_raw(drain(plain, settings.raw_topic)[0].value).created_at == base  # default: original
 
 
+def test_rows_without_created_at_get_the_same_timestamp_when_the_file_is_replayed_again(
+        tmp_path, make_settings, sqlite_url):
+    from db.database import open_database
+
+    path = write_jsonl(tmp_path / "untimed.jsonl", [
+        {"id": "7", "text": "no time", "keyword": "United"},
+        {"id": "8", "text": "timed", "keyword": "United", "created_at": "2015-02-24T10:00:00Z"},
+        {"id": "9", "text": "no time either", "keyword": "United"}])
+    settings = make_settings(database_url=sqlite_url)
+    db = open_database(settings)
+    runs = []
+    for _ in range(2):
+        bus = MemoryBus()
+        before = datetime.now(UTC)
+        run_replay_producer(settings, bus=bus, db=db, stop=threading.Event(), file=path)
+        sent = [decode_raw(r.value) for r in drain(bus, settings.raw_topic)]
+        runs.append({t.id: t.created_at for t in sent})
+        time.sleep(0.05)
+    assert runs[0] == runs[1]  # the (id, keyword, created_at) key repeats: an idempotent no-op in the DB
+    assert runs[0]["8"] == datetime(2015, 2, 24, 10, tzinfo=UTC)
+    assert runs[0]["9"] - runs[0]["7"] == timedelta(seconds=2)  # anchor + row number, distinct
+    assert before - timedelta(minutes=1) < runs[0]["7"] < datetime.now(UTC) + timedelta(minutes=1)
+    db.engine.dispose()
+
+
 def test_invalid_replay_rows_are_sent_on_to_be_dead_lettered(tmp_path, make_settings):
     path = write_jsonl(tmp_path / "bad.jsonl", [{"text": "fine", "keyword": "United"}, {"text": None}])
     bus = MemoryBus()
