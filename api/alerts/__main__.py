@@ -2,6 +2,8 @@
 
     python -m api.alerts                 # loop every ALERT_CHECK_INTERVAL_SECONDS until SIGTERM/SIGINT
     python -m api.alerts --once          # one evaluation; prints the events it recorded as JSON lines
+                                         # (exit 3, one line naming the holder, when another
+                                         # evaluator holds the lease and nothing was evaluated)
     python -m api.alerts test-email [--to a@b.c ...]   # send a test email with the SMTP_* settings
 
 Several copies (or API replicas) may run: the evaluator lease keeps exactly one of them active.
@@ -13,6 +15,7 @@ import argparse
 import signal
 import sys
 import threading
+from datetime import datetime
 
 from pipeline.errors import StreamPulseError
 from pipeline.logging_setup import configure_logging
@@ -21,6 +24,20 @@ from pipeline.settings import get_settings
 
 def _out(text: str) -> None:
     print(text)  # noqa: T201 - CLI output
+
+
+EXIT_STANDBY = 3  # --once: another evaluator is active, so this one evaluated nothing
+
+
+def _standby_line(evaluator, db) -> str:
+    from db import alerts as store
+
+    current = store.lease_holder(db, name=evaluator.lease.name)
+    if current is None:  # released between our try and this read
+        return "another alert evaluator held the lease; nothing evaluated (try again)"
+    holder, until = current
+    shown = until.isoformat() if isinstance(until, datetime) else str(until)
+    return f"another alert evaluator is active ({holder}, lease until {shown}); nothing evaluated"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluator = AlertEvaluator(settings, db)
     try:
         if args.once:
-            for event in evaluator.evaluate_once():
+            events = evaluator.evaluate_once()
+            if not evaluator.lease.held:
+                _out(_standby_line(evaluator, db))
+                return EXIT_STANDBY
+            for event in events:
                 _out(event.model_dump_json())
             evaluator.lease.release()
             return 0
