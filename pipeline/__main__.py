@@ -95,16 +95,17 @@ def cmd_produce(settings: Settings, args: argparse.Namespace, stop: threading.Ev
     if settings.embedded:
         raise ConfigError(NEEDS_KAFKA.format(cmd="produce"))
     from pipeline.bus import make_bus
-    from pipeline.runner import check_source_options, producer_target
-    from pipeline.stage import StageMonitor, open_db
+    from pipeline.runner import check_source_options, producer_monitor, producer_target
+    from pipeline.stage import open_db
 
     check_source_options(settings, source=args.source, file=args.file, speed=args.speed)
     db = open_db(settings, stop)
     target = producer_target(settings, source=args.source, bus=make_bus(settings), db=db, stop=stop,
                              file=args.file, speed=args.speed, retime=args.retime,
                              keywords=_keywords(args.keywords))
-    target()
-    StageMonitor(f"producer-{args.source}", settings, db=lambda: db).mark_stopped()
+    sent = target()
+    producer_monitor(settings, f"producer-{args.source}", db=db, total=sent or 0,
+                     source=args.source).mark_stopped()
     return 0
 
 

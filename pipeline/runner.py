@@ -222,6 +222,15 @@ def stop_children(children: list[tuple[str, subprocess.Popen]]) -> None:
             proc.wait(timeout=5)
 
 
+def producer_monitor(settings: Settings, stage: str, *, db: Any, total: int, source: str) -> StageMonitor:
+    """A heartbeat for a producer that has returned (its own monitor is gone): it carries the real
+    total, so the final "stopped" row (GET /health) does not say total 0 after 14,640 published."""
+    monitor = StageMonitor(stage, settings, db=lambda: db)
+    monitor.total = total
+    monitor.details = {"source": source}
+    return monitor
+
+
 class Runner:
     def __init__(self, settings: Settings, *, source: str = "mock", file: str | None = None,
                  speed: str | None = None, retime: bool = False, keywords: list[str] | None = None,
@@ -318,7 +327,8 @@ class Runner:
         monitors = [m for m in (self.processor and self.processor.monitor,
                                 self.ingestor and self.ingestor.monitor, done_beat) if m is not None]
         if done_beat is None and producer.done.is_set():
-            monitors.append(StageMonitor(producer.name, self.settings, db=lambda: self.db))
+            monitors.append(producer_monitor(self.settings, producer.name, db=self.db,
+                                             total=producer.result or 0, source=self.source))
         for monitor in monitors:
             monitor.mark_stopped()
 

@@ -179,6 +179,32 @@ def test_finished_replay_beats_done_and_a_clean_stop_marks_stages_stopped(tmp_pa
     db.engine.dispose()
 
 
+def test_stopped_producer_heartbeat_carries_its_real_total(tmp_path, make_settings, sqlite_url):
+    from db.database import open_database
+    from db.queries import heartbeats
+    from pipeline.runner import StageThread
+
+    data = tmp_path / "t.jsonl"
+    data.write_text("".join(json.dumps({"text": f"good {i}", "keyword": "K"}) + "\n" for i in range(4)),
+                    encoding="utf-8")
+    settings = make_settings(database_url=sqlite_url, alerts_enabled=False)
+    db = open_database(settings)
+    runner = Runner(settings, source="replay", file=str(data), ui=False, db=db)
+    # --exit-when-done can stop before the "done" beat exists: the final row comes from a new monitor
+    producer = StageThread("producer-replay", lambda: 4)
+    producer.start()
+    assert producer.join(5)
+    runner.mark_stopped(producer, None)
+    row = next(h for h in heartbeats(db) if h.stage == "producer-replay")
+    assert row.details["state"] == "stopped" and row.details["total"] == 4, row.details
+
+    assert Runner(settings, source="replay", file=str(data), ui=False, db=db,
+                  exit_when_done=True).run(threading.Event()) == 0
+    row = next(h for h in heartbeats(db) if h.stage == "producer-replay")
+    assert row.details["state"] == "stopped" and row.details["total"] == 4, row.details
+    db.engine.dispose()
+
+
 # --- 9: health usage errors ---------------------------------------------------------------------
 
 def test_health_usage_errors_exit_2_without_a_traceback(capsys):
