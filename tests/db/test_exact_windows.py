@@ -6,12 +6,15 @@ list of placed tweets (the raw rows), never typed in, on SQLite and on real Post
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from db import queries, writes
+from db.database import open_database
 from tests.db.conftest import make_tweet
+from tests.fixtures.postgres import create_database, drop_database
 
 B = datetime(2026, 3, 1, 20, 35, 0, tzinfo=UTC)  # minute-aligned base
 #: Seconds inside each minute: both sides of :17 (the observed since), the minute edges, and a
@@ -127,3 +130,31 @@ def test_empty_and_reversed_ranges(database, placed):
     at = B + timedelta(minutes=4, seconds=17)
     assert queries.keyword_counts(database, term="Tesla", since=at, until=at).n == 0
     assert queries.keyword_counts(database, term="Tesla", since=at, until=at - timedelta(minutes=2)).n == 0
+
+
+@pytest.fixture
+def timescale_db(make_settings):
+    server = os.environ.get("TEST_TIMESCALE_URL")
+    if not server:
+        pytest.skip("TEST_TIMESCALE_URL not set: no TimescaleDB server for the continuous-aggregate case")
+    url = create_database(server)
+    db = open_database(make_settings(database_url=url, keywords=["Tesla", "Apple"]))
+    try:
+        yield db
+    finally:
+        db.close()
+        drop_database(server, url)
+
+
+def test_exact_on_timescaledb_continuous_aggregate(timescale_db):
+    # The same split must hold over the real-time continuous aggregate.
+    tweets = _placed()
+    writes.write_tweets(timescale_db, tweets)
+    for until, window in CASES:
+        s = queries.summary(timescale_db, keywords=["Tesla"], window=window, until=until)
+        since = until - window
+        assert (s.n, s.prev_n) == (_expected(tweets, "Tesla", since, until)["n"],
+                                   _expected(tweets, "Tesla", since - window, since)["n"])
+    since, until = B + timedelta(minutes=2, seconds=17), B + timedelta(minutes=6, seconds=17)
+    got = queries.keyword_counts(timescale_db, term="Tesla", since=since, until=until)
+    assert got.n == _expected(tweets, "Tesla", since, until)["n"]
