@@ -96,12 +96,29 @@ def clean_term(value: str | None, *, param: str) -> str | None:
     return term
 
 
+EMPTY_FILTER = "is empty (leave the parameter out for every keyword)"
+
+
+def keyword_filter(value: str | None, *, param: str = "keyword") -> str | None:
+    """An optional keyword filter: absent (None) means every keyword; given but blank is a mistake
+    (a form or script that lost its value), answered 422 rather than silently widened to all."""
+    if value is None:
+        return None
+    term = clean_term(value, param=param)
+    if term is None:
+        raise BadParameter(param, EMPTY_FILTER)
+    return term
+
+
 def clean_terms(values: list[str] | None, *, param: str) -> list[str] | None:
-    """Repeatable `?keyword=a&keyword=b` (comma-separated values are split too); None when empty."""
+    """Repeatable `?keyword=a&keyword=b` (comma-separated values are split too); None when the
+    parameter is absent. A value that is blank (or only commas) is a 422, not "every keyword"."""
     if not values:
         return None
     terms: list[str] = []
     for value in values:
+        if not value.replace(",", "").strip():
+            raise BadParameter(param, EMPTY_FILTER)
         for part in value.split(","):
             term = clean_term(part, param=param)
             if term and term.lower() not in {t.lower() for t in terms}:

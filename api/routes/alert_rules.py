@@ -20,7 +20,7 @@ from api.alerts.rules import (
     check_recipients,
 )
 from api.deps import READ, WRITE, DatabaseDep, SettingsDep
-from api.params import clean_term
+from api.params import clean_term, keyword_filter
 from api.routes.common import READ_RESPONSES, WRITE_RESPONSES, call_db
 from api.schemas import Message, TestEmailRequest, TestEmailResult
 
@@ -214,7 +214,7 @@ async def list_events(
 ) -> AlertEventsPublic:
     from db import alerts
 
-    events = await call_db(alerts.list_events, db, keyword=clean_term(keyword, param="keyword"), limit=limit)
+    events = await call_db(alerts.list_events, db, keyword=keyword_filter(keyword), limit=limit)
     return AlertEventsPublic.model_validate({"data": list(events), "count": len(events)})
 
 

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query, WebSocket, status
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from api.notifier import Subscriber
-from api.params import BadParameter, clean_term
+from api.params import BadParameter, keyword_filter
 from api.state import AppState
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def _check(ws: WebSocket, state: AppState, keyword: str | None, api_key: str | N
         if not hmac.compare_digest(presented.encode(), settings.api_key.get_secret_value().encode()):
             raise _Refused(status.WS_1008_POLICY_VIOLATION, "missing or wrong API key")
     try:
-        return clean_term(keyword, param="keyword")
+        return keyword_filter(keyword, param="keyword")
     except BadParameter as exc:
         raise _Refused(status.WS_1008_POLICY_VIOLATION, str(exc)) from None
 

@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from api.params import BadParameter, check_range, clean_term, clean_terms, parse_time, parse_window
+from api.params import (
+    BadParameter,
+    check_range,
+    clean_term,
+    clean_terms,
+    keyword_filter,
+    parse_time,
+    parse_window,
+)
 
 
 @pytest.mark.parametrize(
@@ -68,8 +76,14 @@ def test_range_and_terms():
     for bad in ("a\x00b", "x" * 201, "tab\there"):
         with pytest.raises(BadParameter):
             clean_term(bad, param="keyword")
-    assert clean_terms(["United,Delta", "united", " "], param="keyword") == ["United", "Delta"]
+    assert clean_terms(["United,Delta", "united"], param="keyword") == ["United", "Delta"]
     assert clean_terms([], param="keyword") is None
+    for blank in ([""], [" "], ["United", ""], [","]):
+        with pytest.raises(BadParameter, match="keyword: is empty \\(leave the parameter out"):
+            clean_terms(blank, param="keyword")
+    assert keyword_filter(None) is None and keyword_filter(" Delta ") == "Delta"
+    with pytest.raises(BadParameter, match="keyword: is empty"):
+        keyword_filter("  ")
 
 
 def test_subscriber_queue_drops_when_full_and_counts_it():

@@ -334,3 +334,23 @@ def test_postman_collection_requests_answer_against_the_live_server(client):
             assert 200 <= r.status_code < 300, (path, r.status_code, r.text[:200])
             sent += 1
     assert sent >= 10
+
+
+EMPTY_KEYWORD = "keyword: is empty (leave the parameter out for every keyword)"
+
+
+EMPTY_CASES = [
+    (path, value)
+    for path in ("/tweets/latest", "/summary", "/sentiment-trend", "/alerts/events")
+    # /alerts/events takes one keyword, not a comma-separated list: "," is a term there.
+    for value in ("", "   ", ",")
+    if not (value == "," and path == "/alerts/events")
+]
+
+
+@pytest.mark.parametrize(("path", "value"), EMPTY_CASES)
+def test_explicitly_empty_keyword_is_422_but_omitting_it_means_all(client, path, value):
+    r = client.get(path, params={"keyword": value})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == EMPTY_KEYWORD
+    assert client.get(path).status_code == 200

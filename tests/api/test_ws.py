@@ -251,3 +251,21 @@ def test_bad_keyword_closes_with_policy_code(ws_server):
         asyncio.run(scenario())
     assert info.value.rcvd.code == 1008
     assert info.value.rcvd.reason == "keyword: is longer than 200 characters"
+
+
+@pytest.mark.parametrize("channel", ["tweets", "sentiment"])
+def test_empty_keyword_closes_with_policy_code(ws_server, channel):
+    from websockets.exceptions import ConnectionClosed
+
+    async def scenario(query):
+        async with connect(f"{ws_server.ws_url}/ws/{channel}{query}") as ws:
+            return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+    for query in ("?keyword=", "?keyword=%20%20"):
+        with pytest.raises(ConnectionClosed) as info:
+            asyncio.run(scenario(query))
+        assert info.value.rcvd.code == 1008
+        assert info.value.rcvd.reason == "keyword: is empty (leave the parameter out for every keyword)"
+    first = asyncio.run(scenario(""))  # no parameter: every keyword
+    assert first["type"] == ("hello" if channel == "tweets" else "sentiment")
+    assert first["keyword"] is None
