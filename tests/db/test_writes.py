@@ -133,7 +133,10 @@ def test_hostile_text_is_stored_in_the_documented_way(database, text, stored):
 
 
 def test_nul_in_other_fields_does_not_break_the_batch(database):
-    t = make_tweet(id="a\x00b", keyword="Te\x00sla", created_at=T0, lang="e\x00n")
+    # The contract may reject NULs up front; the writer must still clean what reaches it (e.g. rows
+    # from an older producer), so build the tweet without validation.
+    dirty = {"id": "a\x00b", "keyword": "Te\x00sla", "lang": "e\x00n"}
+    t = make_tweet(created_at=T0).model_copy(update=dirty)
     assert writes.write_tweets(database, [t, make_tweet(id="ab", created_at=T0)]) == 1  # same key once clean
     row = queries.latest_tweets(database).data[0]
     assert (row.id, row.keyword) == ("ab", "Tesla")
