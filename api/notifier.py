@@ -21,6 +21,7 @@ import select
 import threading
 import time
 from collections import deque
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from anyio import to_thread
@@ -248,6 +249,11 @@ def encode(payload: dict) -> str:
 
 
 def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        # The REST serialisation (pydantic): UTC with a "Z", so WS and REST timestamps compare equal
+        # as strings. Naive values come from SQLite, which stores UTC.
+        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return aware.isoformat().replace("+00:00", "Z")
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if hasattr(value, "__float__"):

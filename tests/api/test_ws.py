@@ -232,6 +232,8 @@ def test_sentiment_feed_pushes_current_minute_on_change(ws_server, airline_sampl
             assert total - before == 7
             row = frame["data"][0]
             assert row["n_neg"] + row["n_neu"] + row["n_pos"] == row["n"]
+            # The same timestamp serialisation as REST: UTC with "Z", not "+00:00".
+            assert row["bucket"].endswith("Z") and "+00:00" not in row["bucket"]
             # No change, no push (within a few intervals).
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(ws.recv(), 1.2)
@@ -269,3 +271,29 @@ def test_empty_keyword_closes_with_policy_code(ws_server, channel):
     first = asyncio.run(scenario(""))  # no parameter: every keyword
     assert first["type"] == ("hello" if channel == "tweets" else "sentiment")
     assert first["keyword"] is None
+
+
+def test_ws_timestamps_serialise_like_rest():
+    from api.notifier import encode
+    from api.schemas import TrendPointPublic
+
+    at = datetime(2015, 2, 24, 10, 0, 1, 250000, tzinfo=UTC)
+    point = TrendPointPublic(bucket=at, n=1, n_neg=0, n_neu=1, n_pos=0, avg_score=0.0)
+    rest = json.loads(point.model_dump_json())
+    ws = json.loads(encode({"bucket": at, "naive": at.replace(tzinfo=None)}))
+    assert ws["bucket"] == rest["bucket"] == "2015-02-24T10:00:01.250000Z"
+    assert ws["naive"] == rest["bucket"]
+
+
+def test_hello_fields_are_the_documented_ones(ws_server):
+    from tests.api.live import ROOT
+
+    async def scenario():
+        async with connect(f"{ws_server.ws_url}/ws/tweets?keyword=United") as ws:
+            return json.loads(await asyncio.wait_for(ws.recv(), 5))
+
+    hello = asyncio.run(scenario())
+    assert set(hello) == {"type", "channel", "keyword", "last_seq"}
+    assert (hello["type"], hello["channel"], hello["keyword"]) == ("hello", "tweets", "United")
+    doc = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    assert '{"type":"hello","channel":"tweets","keyword":K,"last_seq":N}' in doc
