@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -16,6 +17,11 @@ SCHEMA_VERSION = 1
 Label = Literal["negative", "neutral", "positive"]
 LABELS: tuple[Label, ...] = ("negative", "neutral", "positive")
 Source = Literal["x", "replay", "mock"]
+# The API's own bounds (api/params.py): a tweet outside them could be stored but never asked for.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)  # exclusive: 2199-12-31 is the last day
+# Control, surrogate and format (bidi override, zero-width) characters: POST /keywords refuses them.
+BAD_KEYWORD_CATEGORIES = ("Cc", "Cs", "Cf")
 
 
 def utc(value: datetime) -> datetime:
@@ -65,7 +71,10 @@ class RawTweet(BaseModel):
     @field_validator("created_at")
     @classmethod
     def _created_at_utc(cls, value: datetime) -> datetime:
-        return utc(value)
+        value = utc(value)
+        if not EARLIEST <= value < LATEST:
+            raise ValueError(f"{value.isoformat()} is outside 1970-01-01..2199-12-31")
+        return value
 
     @field_validator("keyword")
     @classmethod
@@ -73,6 +82,10 @@ class RawTweet(BaseModel):
         value = value.strip()
         if not value:
             raise ValueError("keyword is empty")
+        for ch in value:
+            if unicodedata.category(ch) in BAD_KEYWORD_CATEGORIES:
+                raise ValueError("keyword contains the invisible control or format character "
+                                 f"U+{ord(ch):04X}")
         return value
 
 

@@ -47,6 +47,12 @@ def test_missing_id_is_a_deterministic_hash():
         (json.dumps(raw(created_at="yesterday")).encode(), "created_at"),
         (json.dumps(raw(source="carrier-pigeon")).encode(), "source"),
         (json.dumps({**raw(), "schema_version": 99}).encode(), "schema_version"),
+        (json.dumps(raw(keyword="a\u202eb")).encode(), "keyword: .*U\\+202E"),
+        (json.dumps(raw(keyword="Tes\u200bla")).encode(), "keyword: .*U\\+200B"),
+        (json.dumps(raw(keyword="a\x00b")).encode(), "keyword: .*U\\+0000"),
+        (json.dumps(raw(created_at=-5)).encode(), "created_at: .*1970-01-01..2199-12-31"),
+        (json.dumps(raw(created_at="1969-12-31T23:59:59Z")).encode(), "created_at: .*outside"),
+        (json.dumps(raw(created_at="2200-01-01T00:00:00Z")).encode(), "created_at: .*outside"),
     ],
 )
 def test_bad_payloads_raise_a_readable_reason(payload, reason):
@@ -82,3 +88,9 @@ def test_clean_text_rules():
     with pytest.raises(InvalidMessage, match="MAX_TEXT_CHARS"):
         clean_text("x" * 11, max_chars=10)
     assert len(clean_text("x" * 10_000, max_chars=10_000)) == 10_000
+
+
+def test_created_at_bounds_are_inclusive_and_accents_are_fine_in_keywords():
+    for stamp in ("1970-01-01T00:00:00Z", "2199-12-31T23:59:59Z"):
+        assert decode_raw(json.dumps(raw(created_at=stamp)).encode()).created_at.year in (1970, 2199)
+    assert decode_raw(json.dumps(raw(keyword="Café 🚀")).encode()).keyword == "Café 🚀"
