@@ -104,7 +104,14 @@ def _start_evaluator(state: AppState) -> None:
     except ImportError as exc:
         logger.warning("ALERTS_ENABLED but the alert evaluator is not available (%s); no alerts run", exc)
         return
-    state.evaluator = AlertEvaluator(state.settings, state.db)
+    from api.alerts.settings_check import AlertSettingsInvalid
+
+    try:
+        state.evaluator = AlertEvaluator(state.settings, state.db)
+    except AlertSettingsInvalid as exc:
+        # The API keeps serving reads and writes; alerts stay off until the setting is fixed.
+        logger.error("alert evaluator NOT started: %s", exc)
+        return
     task = asyncio.create_task(run_in_background(state.evaluator, state.stop), name="alert-evaluator")
     state.tasks.append(task)
     logger.info("alert evaluator started (every %.0fs)", state.settings.alert_check_interval_seconds)

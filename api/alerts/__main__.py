@@ -72,7 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     except StreamPulseError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    evaluator = AlertEvaluator(settings, db)
+    try:
+        evaluator = AlertEvaluator(settings, db)
+    except StreamPulseError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        db.close()
+        return 2
     try:
         if args.once:
             events = evaluator.evaluate_once()

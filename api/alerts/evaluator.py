@@ -31,6 +31,7 @@ from api.alerts.lease import EvaluatorLease
 from api.alerts.mailer import Mailer, MailError
 from api.alerts.message import build_event_message, event_window
 from api.alerts.rules import BASELINE_METRICS, AlertEventPublic, AlertRulePublic, effective_recipients
+from api.alerts.settings_check import check_alert_settings
 from db import alerts as store
 from db import queries
 from db.database import Database
@@ -68,6 +69,7 @@ class AlertEvaluator:
         holder: str | None = None,
         lease_seconds: float | None = None,
     ) -> None:
+        check_alert_settings(settings)  # a bad ALERT_EMAIL_TO fails here, at start-up
         self.settings = settings
         self.db = db
         self.interval = settings.alert_check_interval_seconds

@@ -38,3 +38,11 @@ def test_once_while_another_evaluator_holds_the_lease_says_so_and_exits_3(alert_
     store.release_lease(db, name="alert-evaluator", holder="other-host:42:abcd")
     free = _cli(["--once"], url=url, tmp_path=tmp_path)
     assert free.returncode == 0, free.stderr
+
+
+def test_invalid_alert_email_to_stops_the_evaluator_with_a_clear_error(alert_db, tmp_path):
+    db = alert_db()
+    url = db.settings.database_url
+    result = _cli(["--once"], url=url, tmp_path=tmp_path, ALERT_EMAIL_TO="ops-at-example,")
+    assert result.returncode == 2
+    assert "ALERT_EMAIL_TO" in result.stderr and "'ops-at-example'" in result.stderr
