@@ -69,6 +69,21 @@ async def _refuse(ws: WebSocket, refused: _Refused) -> None:
         await ws.close(refused.code, _reason(refused.reason))
 
 
+async def _open(ws: WebSocket, state: AppState, keyword: str | None, api_key: str | None, source):
+    """Check the parameters and that the feed's `source` (notifier or hub) is up, then accept:
+    (keyword, source), or None once the socket was closed with the documented code."""
+    try:
+        keyword = _check(ws, state, keyword, api_key)
+    except _Refused as refused:
+        await _refuse(ws, refused)
+        return None
+    if source is None:
+        await _refuse(ws, _Refused(CLOSE_UNAVAILABLE, f"database unavailable: {state.db_error}"))
+        return None
+    await ws.accept()
+    return keyword, source
+
+
 async def _reader(ws: WebSocket) -> None:
     # Clients have nothing to say; reading keeps close frames and dead peers noticed.
     while True:
@@ -134,16 +149,10 @@ async def ws_tweets(
     api_key: Annotated[str | None, Query(description="API key, when reads require one.")] = None,
 ) -> None:
     state: AppState = ws.app.state.sp
-    try:
-        keyword = _check(ws, state, keyword, api_key)
-    except _Refused as refused:
-        await _refuse(ws, refused)
+    opened = await _open(ws, state, keyword, api_key, state.notifier)
+    if opened is None:
         return
-    notifier = state.notifier
-    if notifier is None:
-        await _refuse(ws, _Refused(CLOSE_UNAVAILABLE, f"database unavailable: {state.db_error}"))
-        return
-    await ws.accept()
+    keyword, notifier = opened
     sub = notifier.subscribe(keyword)
     try:
         await ws.send_text(
@@ -164,16 +173,10 @@ async def ws_sentiment(
     api_key: Annotated[str | None, Query(description="API key, when reads require one.")] = None,
 ) -> None:
     state: AppState = ws.app.state.sp
-    try:
-        keyword = _check(ws, state, keyword, api_key)
-    except _Refused as refused:
-        await _refuse(ws, refused)
+    opened = await _open(ws, state, keyword, api_key, state.sentiment_hub)
+    if opened is None:
         return
-    hub = state.sentiment_hub
-    if hub is None:
-        await _refuse(ws, _Refused(CLOSE_UNAVAILABLE, f"database unavailable: {state.db_error}"))
-        return
-    await ws.accept()
+    keyword, hub = opened
     sub = hub.subscribe(keyword)
     try:
         first = await hub.current(keyword)

@@ -46,6 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipeline.bus.base import Bus, BusProducer
 from pipeline.contracts import RawTweet, encode
 from pipeline.errors import BusError, ConfigError, StreamPulseError
+from pipeline.producers.base import dedupe_keywords
 from pipeline.settings import Settings
 from pipeline.stage import instance_name
 
@@ -174,7 +175,7 @@ class XProducer:
         self.bus = bus
         self.db = db
         self.stop = stop or threading.Event()
-        self.fixed_keywords = _dedupe(keywords) if keywords else None
+        self.fixed_keywords = dedupe_keywords(keywords) if keywords else None
         self.client = client or make_client(settings)
         self.producer = producer or bus.producer()
         self.clock = clock
@@ -274,7 +275,7 @@ class XProducer:
         from db.queries import keywords as list_keywords
 
         try:
-            found = _dedupe([k.keyword for k in list_keywords(self.db) if k.tracked])
+            found = dedupe_keywords([k.keyword for k in list_keywords(self.db) if k.tracked])
         except (StreamPulseError, SQLAlchemyError) as exc:
             log.warning("could not read tracked keywords (using the last known list): %s", exc)
             return self._keywords
@@ -514,17 +515,6 @@ class XProducer:
             finally:
                 self.producer.close()
             log.info("X producer stopped: %d tweets from X, %d mock", self.sent_total, self.mock_total)
-
-
-def _dedupe(keywords: Sequence[str]) -> list[str]:
-    seen: set[str] = set()
-    out: list[str] = []
-    for keyword in keywords:
-        keyword = keyword.strip()
-        if keyword and keyword.lower() not in seen:
-            seen.add(keyword.lower())
-            out.append(keyword)
-    return out
 
 
 def _api_message(exc: tweepy.HTTPException) -> str:
